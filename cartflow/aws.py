@@ -1,0 +1,60 @@
+"""boto3 clients built from Settings: the only place that knows about the emulator endpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from cartflow.config import Settings
+
+_BOTO_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=70)
+
+
+@dataclass
+class AwsClients:
+    """Lazily created, shareable boto3 clients for one Settings."""
+
+    settings: Settings
+    _session: boto3.session.Session = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._session = boto3.session.Session(region_name=self.settings.region)
+
+    def client(self, service: str) -> Any:
+        return self._session.client(
+            service,  # type: ignore[call-overload]
+            endpoint_url=self.settings.aws_endpoint_url,
+            config=_BOTO_CONFIG,
+        )
+
+    @cached_property
+    def s3(self) -> Any:
+        return self.client("s3")
+
+    @cached_property
+    def dynamodb(self) -> Any:
+        return self.client("dynamodb")
+
+    @cached_property
+    def streams(self) -> Any:
+        return self.client("dynamodbstreams")
+
+    @cached_property
+    def sqs(self) -> Any:
+        return self.client("sqs")
+
+    @cached_property
+    def sns(self) -> Any:
+        return self.client("sns")
+
+    @cached_property
+    def sfn(self) -> Any:
+        return self.client("stepfunctions")
+
+    @cached_property
+    def ddb_resource(self) -> Any:
+        return self._session.resource("dynamodb", endpoint_url=self.settings.aws_endpoint_url, config=_BOTO_CONFIG)

@@ -1,0 +1,173 @@
+"""Typed shapes shared by the functions, the state machine input and the Spark jobs."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import PurePosixPath
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RAW_PREFIX = "raw/"
+PROCESSED_PREFIX = "processed/"
+VALIDATED_PREFIX = "validated/"
+QUARANTINE_PREFIX = "quarantine/"
+VALIDATION_OUTPUT_PREFIX = "validation_output/"
+KPIS_PREFIX = "kpis/"
+DATA_PREFIXES = (RAW_PREFIX, VALIDATED_PREFIX, QUARANTINE_PREFIX, VALIDATION_OUTPUT_PREFIX, PROCESSED_PREFIX)
+
+
+class DataType(StrEnum):
+    """The raw datasets we accept; the folder under raw/ names the type."""
+
+    ORDERS = "orders"
+    ORDER_ITEMS = "order_items"
+    PRODUCTS = "products"
+    ORDER_LINES = "order_lines"  # the flat "one row per order line" file (seed 002)
+
+    @property
+    def paths_field(self) -> str:
+        return f"{self.value}_paths"
+
+
+class BatchStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class EventStatus(StrEnum):
+    RECEIVED = "received"  # waiting for the debounce window
+    BATCHED = "batched"  # part of a batch chunk (its fate is the batch's status)
+    REJECTED = "rejected"  # terminal: the key is not something we can process
+
+
+# raw/<data_type>/<name>.csv, optionally with sub-folders; conservative characters only so the
+# key is safe in S3 URIs, Spark paths, Step Functions JSONPath parameters and shell-free copies.
+_RAW_KEY_RE = re.compile(r"^raw/(?P<type>[a-z_]+)/(?P<rest>(?:[A-Za-z0-9._=-]+/)*(?P<name>[A-Za-z0-9._=-]+))$")
+_MAX_KEY_LEN = 512
+
+
+class InvalidRawKey(ValueError):
+    """A key under raw/ we will not process; the message is the rejection reason."""
+
+
+class RawFile(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    key: str
+    data_type: DataType
+    part: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def data_type_part(self) -> str:
+        return f"{self.data_type.value}#{self.part}"
+
+    @classmethod
+    def parse(cls, bucket: str, key: str) -> "RawFile":
+        """Parse and validate a raw object key; raise InvalidRawKey with a specific reason."""
+        if len(key) > _MAX_KEY_LEN:
+            raise InvalidRawKey(f"key longer than {_MAX_KEY_LEN} characters")
+        if not key.startswith(RAW_PREFIX):
+            raise InvalidRawKey(f"key is not under {RAW_PREFIX}")
+        m = _RAW_KEY_RE.match(key)
+        if not m or ".." in key:
+            raise InvalidRawKey("key must look like raw/<data_type>/<file>.csv using [A-Za-z0-9._=-] only")
+        try:
+            data_type = DataType(m["type"])
+        except ValueError:
+            known = ", ".join(t.value for t in DataType)
+            raise InvalidRawKey(f"unknown data type {m['type']!r} (known: {known})") from None
+        if not m["name"].lower().endswith(".csv"):
+            raise InvalidRawKey("only .csv files are accepted")
+        part = PurePosixPath(m["rest"]).with_suffix("").as_posix().replace("/", "_")
+        return cls(bucket=bucket, key=key, data_type=data_type, part=part)
+
+    @classmethod
+    def from_uri(cls, uri: str) -> "RawFile":
+        if not uri.startswith("s3://"):
+            raise InvalidRawKey(f"not an s3:// URI: {uri!r}")
+        bucket, _, key = uri[len("s3://") :].partition("/")
+        return cls.parse(bucket, key)
+
+
+class ArchiveItem(BaseModel):
+    """One raw object to move to processed/ once the batch succeeded."""
+
+    source_key: str
+    copy_source: str  # "<bucket>/<key>" as CopyObject wants it
+    archive_key: str
+
+
+class BatchInput(BaseModel):
+    """The Step Functions execution input (and what the Spark jobs receive)."""
+
+    batch_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,80}$")  # also the execution name
+    group_key: str
+    bucket: str
+    processing_date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    orders_paths: list[str] = Field(default_factory=list)
+    order_items_paths: list[str] = Field(default_factory=list)
+    products_paths: list[str] = Field(default_factory=list)
+    order_lines_paths: list[str] = Field(default_factory=list)
+    archive: list[ArchiveItem] = Field(default_factory=list)
+
+    def paths(self, data_type: DataType) -> list[str]:
+        return list(getattr(self, data_type.paths_field))
+
+    @classmethod
+    def from_files(
+        cls, *, batch_id: str, group_key: str, bucket: str, processing_date: str, files: list[RawFile]
+    ) -> "BatchInput":
+        by_type: dict[str, list[str]] = {t.paths_field: [] for t in DataType}
+        archive = []
+        for f in sorted(files, key=lambda f: f.key):
+            by_type[f.data_type.paths_field].append(f.uri)
+            archive.append(
+                ArchiveItem(
+                    source_key=f.key,
+                    copy_source=f"{f.bucket}/{f.key}",
+                    archive_key=f"{PROCESSED_PREFIX}{batch_id}/{f.key[len(RAW_PREFIX):]}",
+                )
+            )
+        return cls(
+            batch_id=batch_id,
+            group_key=group_key,
+            bucket=bucket,
+            processing_date=processing_date,
+            archive=archive,
+            **by_type,
+        )
+
+
+class TableResult(BaseModel):
+    input_rows: int = 0
+    valid_rows: int = 0
+    quarantined_rows: int = 0
+    reasons: dict[str, int] = Field(default_factory=dict)
+
+
+class ValidationResult(BaseModel):
+    """validation_output/<batch_id>.json, and the Validate step's output."""
+
+    batch_id: str
+    processing_date: str
+    status: Literal["passed", "failed"]
+    shape: Literal["tables", "order_lines", "mixed", "empty"]
+    tables: dict[str, TableResult] = Field(default_factory=dict)
+    errors: list[str] = Field(default_factory=list)  # batch-level (structural) problems
+    result_uri: str | None = None
+
+
+class TransformResult(BaseModel):
+    batch_id: str
+    order_dates: list[str]
+    category_kpi_rows: int
+    order_kpi_rows: int
