@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     spark_driver_memory: str = "1g"
     spark_shuffle_partitions: int = Field(default=4, ge=1)
     jars_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "cartflow" / "jars")
+    # Local runners keep stream checkpoints and liveness files here.
+    state_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "cartflow" / "state")
     # AWS ECS rendering of the state machine
     ecs_cluster: str = "cartflow"
     ecs_task_definition: str = "cartflow-spark-job"
