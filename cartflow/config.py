@@ -11,8 +11,14 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from typing import Any, Literal
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cartflow.resources.apply import defaults as _spec_defaults
+
+_SPEC = _spec_defaults()
 
 # S3 bucket names and DynamoDB/SNS/SQS/SFN names we accept (a subset of what AWS allows,
 # so a name that passes here is valid for every service it is used with).
@@ -27,22 +33,23 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = Field(
         default=None, description="Emulator endpoint (e.g. http://127.0.0.1:4566); None = real AWS"
     )
-    region: str = "us-east-1"
-    account_id: str = "000000000000"
+    region: str = _SPEC["region"]
+    account_id: str = _SPEC["account_id"]
 
-    # --- resource names (the resource spec is rendered with these) ---------------
-    bucket: str = "cartflow-data"
-    events_table: str = "cartflow-events"
-    batch_chunks_table: str = "cartflow-batch-chunks"
-    idempotency_table: str = "cartflow-idempotency"
-    category_kpis_table: str = "CategoryKPIs"
-    order_kpis_table: str = "OrderKPIs"
-    ingest_queue: str = "cartflow-ingest"
-    failure_topic: str = "cartflow-failure"
-    success_topic: str = "cartflow-success"
-    state_machine: str = "cartflow-batch"
-    validate_activity: str = "cartflow-validate"
-    transform_activity: str = "cartflow-transform"
+    # --- resource names: defaults live in the resource spec (cartflow/resources/spec.yaml)
+    bucket: str = _SPEC["bucket"]
+    events_table: str = _SPEC["events_table"]
+    batch_chunks_table: str = _SPEC["batch_chunks_table"]
+    idempotency_table: str = _SPEC["idempotency_table"]
+    category_kpis_table: str = _SPEC["category_kpis_table"]
+    order_kpis_table: str = _SPEC["order_kpis_table"]
+    ingest_queue: str = _SPEC["ingest_queue"]
+    failure_topic: str = _SPEC["failure_topic"]
+    success_topic: str = _SPEC["success_topic"]
+    state_machine: str = _SPEC["state_machine"]
+    validate_activity: str = _SPEC["validate_activity"]
+    transform_activity: str = _SPEC["transform_activity"]
+    state_machine_target: Literal["local", "aws"] = _SPEC["state_machine_target"]
 
     # --- pipeline behaviour ------------------------------------------------------
     debounce_seconds: int = Field(default=60, ge=0, le=86_400)
@@ -53,9 +60,9 @@ class Settings(BaseSettings):
     max_execution_seconds: int = Field(default=3600, ge=30)  # controller stops runaway executions
 
     # Retry of a failed Spark job step in the state machine (AWS target uses 30 s / 3 / 2).
-    job_retry_interval_seconds: int = Field(default=2, ge=1)
-    job_retry_max_attempts: int = Field(default=2, ge=0)
-    job_retry_backoff_rate: float = Field(default=1.5, ge=1.0)
+    job_retry_interval_seconds: int = Field(default=_SPEC["job_retry_interval_seconds"], ge=1)
+    job_retry_max_attempts: int = Field(default=_SPEC["job_retry_max_attempts"], ge=0)
+    job_retry_backoff_rate: float = Field(default=_SPEC["job_retry_backoff_rate"], ge=1.0)
 
     # --- Spark ---------------------------------------------------------------------
     spark_master: str = "local[*]"
@@ -120,6 +127,10 @@ class Settings(BaseSettings):
     @property
     def ingest_queue_arn(self) -> str:
         return self.arn("sqs", self.ingest_queue)
+
+    def spec_values(self) -> dict[str, Any]:
+        """The values the resource spec is rendered with (its `defaults` keys)."""
+        return {name: getattr(self, name) for name in _SPEC}
 
     def s3_uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"

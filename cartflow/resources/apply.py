@@ -1,0 +1,241 @@
+"""Apply the resource spec (spec.yaml) to AWS or an emulator, idempotently.
+
+Deliberately stdlib + PyYAML + a botocore-compatible client factory only: the same module
+runs inside the emulator container's ready.d hook, whose Python has botocore but neither
+boto3 nor pydantic. Running it twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger("cartflow.resources")
+
+SPEC_PATH = Path(__file__).with_name("spec.yaml")
+ClientFactory = Callable[[str], Any]
+RenderStateMachine = Callable[[str, Mapping[str, object]], str]
+
+
+def load_spec(path: Path = SPEC_PATH) -> dict[str, Any]:
+    with path.open() as fh:
+        spec: dict[str, Any] = yaml.safe_load(fh)
+    return spec
+
+
+def defaults(spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return dict((spec or load_spec())["defaults"])
+
+
+def values_from_env(environ: Mapping[str, str], spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults overridden by CARTFLOW_<NAME>; for the ready.d hook (cartflow itself uses Settings)."""
+    values = defaults(spec)
+    for name, default in list(values.items()):
+        raw = environ.get(f"CARTFLOW_{name.upper()}")
+        if raw is not None:
+            values[name] = type(default)(raw) if not isinstance(default, str) else raw
+    return values
+
+
+def render(node: Any, values: Mapping[str, Any]) -> Any:
+    """Substitute {name} placeholders in every string of the spec."""
+    if isinstance(node, str):
+        return node.format_map(values)
+    if isinstance(node, list):
+        return [render(n, values) for n in node]
+    if isinstance(node, dict):
+        return {k: render(v, values) for k, v in node.items()}
+    return node
+
+
+def arn(values: Mapping[str, Any], service: str, resource: str) -> str:
+    return f"arn:aws:{service}:{values['region']}:{values['account_id']}:{resource}"
+
+
+# --------------------------------------------------------------------------- S3 + SQS
+
+
+def _ensure_queue(sqs: Any, q: Mapping[str, Any], values: Mapping[str, Any]) -> str:
+    attrs: dict[str, str] = {}
+    if "visibility_timeout_seconds" in q:
+        attrs["VisibilityTimeout"] = str(q["visibility_timeout_seconds"])
+    if "message_retention_seconds" in q:
+        attrs["MessageRetentionPeriod"] = str(q["message_retention_seconds"])
+    if "dead_letter_queue" in q:
+        dlq_arn = arn(values, "sqs", q["dead_letter_queue"])
+        attrs["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": q["max_receive_count"]})
+    if "allow_s3_bucket" in q:
+        attrs["Policy"] = json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "s3.amazonaws.com"},
+                        "Action": "sqs:SendMessage",
+                        "Resource": arn(values, "sqs", q["name"]),
+                        "Condition": {"ArnEquals": {"aws:SourceArn": f"arn:aws:s3:::{q['allow_s3_bucket']}"}},
+                    }
+                ],
+            }
+        )
+    url: str = sqs.create_queue(QueueName=q["name"])["QueueUrl"]  # idempotent by name
+    if attrs:
+        sqs.set_queue_attributes(QueueUrl=url, Attributes=attrs)
+    return url
+
+
+def _ensure_bucket(s3: Any, b: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    name = b["name"]
+    try:
+        s3.head_bucket(Bucket=name)
+    except Exception:  # 404/403: create (a name owned by someone else fails loudly here)
+        kwargs: dict[str, Any] = {"Bucket": name}
+        if values["region"] != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": values["region"]}
+        s3.create_bucket(**kwargs)
+    for prefix in b.get("prefixes", []):
+        s3.put_object(Bucket=name, Key=prefix, Body=b"")
+    configs = [
+        {
+            "QueueArn": arn(values, "sqs", n["queue"]),
+            "Events": n["events"],
+            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": n["prefix"]}]}},
+        }
+        for n in b.get("notifications", [])
+    ]
+    s3.put_bucket_notification_configuration(Bucket=name, NotificationConfiguration={"QueueConfigurations": configs})
+
+
+# --------------------------------------------------------------------------- DynamoDB
+
+
+def _key_schema(key: Mapping[str, str]) -> list[dict[str, str]]:
+    schema = [{"AttributeName": key["hash"], "KeyType": "HASH"}]
+    if "range" in key:
+        schema.append({"AttributeName": key["range"], "KeyType": "RANGE"})
+    return schema
+
+
+def _wait_active(ddb: Any, name: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        desc: dict[str, Any] = ddb.describe_table(TableName=name)["Table"]
+        if desc["TableStatus"] == "ACTIVE":
+            return desc
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"table {name} not ACTIVE after {timeout}s")
+        time.sleep(0.5)
+
+
+def _ensure_table(ddb: Any, t: Mapping[str, Any]) -> None:
+    name = t["name"]
+    try:
+        ddb.describe_table(TableName=name)
+    except ddb.exceptions.ResourceNotFoundException:
+        kwargs: dict[str, Any] = {
+            "TableName": name,
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [{"AttributeName": a, "AttributeType": ty} for a, ty in t["attributes"].items()],
+            "KeySchema": _key_schema(t["key"]),
+        }
+        if t.get("indexes"):
+            kwargs["GlobalSecondaryIndexes"] = [
+                {"IndexName": i["name"], "KeySchema": _key_schema(i), "Projection": {"ProjectionType": "ALL"}}
+                for i in t["indexes"]
+            ]
+        if t.get("stream"):
+            kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": t["stream"]}
+        ddb.create_table(**kwargs)
+        log.info("created table %s", name)
+    _wait_active(ddb, name)
+    if t.get("ttl"):
+        current = ddb.describe_time_to_live(TableName=name).get("TimeToLiveDescription", {})
+        if current.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+            ddb.update_time_to_live(
+                TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": t["ttl"]}
+            )
+
+
+# --------------------------------------------------------------------------- SNS + Step Functions
+
+
+def _ensure_activity(sfn: Any, name: str) -> str:
+    for page in sfn.get_paginator("list_activities").paginate():
+        for a in page["activities"]:
+            if a["name"] == name:
+                return str(a["activityArn"])
+    return str(sfn.create_activity(name=name)["activityArn"])
+
+
+def state_machine_params(values: Mapping[str, Any], activity_arns: Mapping[str, str]) -> dict[str, object]:
+    return {
+        "bucket": values["bucket"],
+        "batch_chunks_table": values["batch_chunks_table"],
+        "success_topic_arn": arn(values, "sns", values["success_topic"]),
+        "failure_topic_arn": arn(values, "sns", values["failure_topic"]),
+        "validate_activity_arn": activity_arns[values["validate_activity"]],
+        "transform_activity_arn": activity_arns[values["transform_activity"]],
+        "retry_interval_seconds": int(values["job_retry_interval_seconds"]),
+        "retry_max_attempts": int(values["job_retry_max_attempts"]),
+        "retry_backoff_rate": float(values["job_retry_backoff_rate"]),
+    }
+
+
+def _ensure_state_machine(sfn: Any, name: str, role: str, definition: str) -> str:
+    for page in sfn.get_paginator("list_state_machines").paginate():
+        for sm in page["stateMachines"]:
+            if sm["name"] == name:
+                sfn.update_state_machine(stateMachineArn=sm["stateMachineArn"], definition=definition, roleArn=role)
+                return str(sm["stateMachineArn"])
+    return str(sfn.create_state_machine(name=name, definition=definition, roleArn=role, type="STANDARD")["stateMachineArn"])
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def apply_spec(
+    values: Mapping[str, Any],
+    client: ClientFactory,
+    render_state_machine: RenderStateMachine,
+    spec: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
+    """Create/update every resource; returns a name -> ARN/URL summary."""
+    rendered = render(spec or load_spec(), values)
+    out: dict[str, str] = {}
+    sqs, s3, ddb, sns, sfn = (client(s) for s in ("sqs", "s3", "dynamodb", "sns", "stepfunctions"))
+    for q in rendered["queues"]:  # queues before the bucket notification that targets them
+        out[q["name"]] = _ensure_queue(sqs, q, values)
+    _ensure_bucket(s3, rendered["bucket"], values)
+    out[rendered["bucket"]["name"]] = f"s3://{rendered['bucket']['name']}"
+    for t in rendered["tables"]:
+        _ensure_table(ddb, t)
+        out[t["name"]] = arn(values, "dynamodb", f"table/{t['name']}")
+    for topic in rendered["topics"]:
+        out[topic] = str(sns.create_topic(Name=topic)["TopicArn"])  # idempotent by name
+    activity_arns = {a: _ensure_activity(sfn, a) for a in rendered["activities"]}
+    out.update(activity_arns)
+    sm = rendered["state_machine"]
+    definition = render_state_machine(str(values["state_machine_target"]), state_machine_params(values, activity_arns))
+    out[sm["name"]] = _ensure_state_machine(sfn, sm["name"], sm["role"], definition)
+    return out
+
+
+def botocore_client_factory(endpoint_url: str | None, region: str) -> ClientFactory:
+    """Client factory on plain botocore (what the emulator container's Python has).
+
+    Credentials come from botocore's usual chain (the hook's environment)."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+
+    def make(service: str) -> Any:
+        return session.create_client(service, region_name=region, endpoint_url=endpoint_url)
+
+    return make

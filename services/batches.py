@@ -1,0 +1,167 @@
+"""The batch_chunks table: chunk items, status transitions and the one-in-flight lock.
+
+Every status change is a conditional write from a known previous status, so two
+concurrent actors (stream trigger, controller, state machine) can never both win.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cartflow.models import BatchStatus
+from cartflow.services.deps import Deps, from_ddb, values
+
+# The lock lives in the same table under a key no chunk can have (group keys are dates).
+LOCK_KEY = {"group_key": {"S": "#lock"}, "batch_id": {"S": "#inflight"}}
+STATUS_INDEX = "by_status"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    group_key: str
+    batch_id: str
+    status: str
+    created_at: int
+    file_paths: list[str]
+    execution_arn: str | None = None
+    processing_started_at: int | None = None
+    processing_date: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> "Chunk":
+        d = from_ddb(item)
+        return cls(
+            group_key=d["group_key"],
+            batch_id=d["batch_id"],
+            status=d["status"],
+            created_at=int(d["created_at"]),
+            file_paths=list(d.get("file_paths", [])),
+            execution_arn=d.get("execution_arn"),
+            processing_started_at=int(d["processing_started_at"]) if "processing_started_at" in d else None,
+            processing_date=d.get("processing_date"),
+            error=d.get("error"),
+        )
+
+    @property
+    def key(self) -> dict[str, Any]:
+        return {"group_key": {"S": self.group_key}, "batch_id": {"S": self.batch_id}}
+
+
+class BatchTable:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self.ddb = deps.clients.dynamodb
+        self.name = deps.settings.batch_chunks_table
+
+    # ------------------------------------------------------------------ reads
+    def by_status(self, status: BatchStatus, limit: int | None = None) -> list[Chunk]:
+        """Chunks in a status, oldest first (GSI by_status: status / created_at)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.name,
+            "IndexName": STATUS_INDEX,
+            "KeyConditionExpression": "#s = :s",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": values(s=status.value),
+            "ScanIndexForward": True,
+        }
+        out: list[Chunk] = []
+        while True:
+            if limit:
+                kwargs["Limit"] = limit - len(out)
+            page = self.ddb.query(**kwargs)
+            out.extend(Chunk.from_item(i) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page or (limit and len(out) >= limit):
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def get(self, group_key: str, batch_id: str) -> Chunk | None:
+        item = self.ddb.get_item(
+            TableName=self.name,
+            Key={"group_key": {"S": group_key}, "batch_id": {"S": batch_id}},
+            ConsistentRead=True,
+        ).get("Item")
+        return Chunk.from_item(item) if item else None
+
+    def all(self) -> list[Chunk]:
+        out: list[Chunk] = []
+        for page in self.ddb.get_paginator("scan").paginate(TableName=self.name, ConsistentRead=True):
+            out.extend(Chunk.from_item(i) for i in page["Items"] if i["group_key"]["S"] != "#lock")
+        return sorted(out, key=lambda c: (c.created_at, c.batch_id))
+
+    def lock_holder(self) -> tuple[str | None, int | None]:
+        item = self.ddb.get_item(TableName=self.name, Key=LOCK_KEY, ConsistentRead=True).get("Item") or {}
+        holder = item.get("holder", {}).get("S")
+        acquired = int(item["acquired_at"]["N"]) if "acquired_at" in item else None
+        return holder, acquired
+
+    # ------------------------------------------------------------------ conditional writes
+    def _conditional(self, **kwargs: Any) -> bool:
+        try:
+            self.ddb.update_item(TableName=self.name, **kwargs)
+            return True
+        except self.ddb.exceptions.ConditionalCheckFailedException:
+            return False
+
+    def acquire_lock(self, batch_id: str) -> bool:
+        return self._conditional(
+            Key=LOCK_KEY,
+            UpdateExpression="SET holder = :b, acquired_at = :t",
+            ConditionExpression="attribute_not_exists(holder) OR holder = :b",
+            ExpressionAttributeValues=values(b=batch_id, t=self.deps.now_ms()),
+        )
+
+    def release_lock(self, batch_id: str) -> bool:
+        return self._conditional(
+            Key=LOCK_KEY,
+            UpdateExpression="REMOVE holder, acquired_at",
+            ConditionExpression="holder = :b",
+            ExpressionAttributeValues=values(b=batch_id),
+        )
+
+    def claim(self, chunk: Chunk, processing_date: str) -> bool:
+        """pending -> processing (before the execution starts, so nobody else starts it)."""
+        return self._conditional(
+            Key=chunk.key,
+            UpdateExpression="SET #s = :p, processing_started_at = :t, processing_date = :d",
+            ConditionExpression="#s = :pending",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=values(
+                p=BatchStatus.PROCESSING.value, pending=BatchStatus.PENDING.value, t=self.deps.now_ms(), d=processing_date
+            ),
+        )
+
+    def set_execution(self, chunk: Chunk, execution_arn: str) -> bool:
+        return self._conditional(
+            Key=chunk.key,
+            UpdateExpression="SET execution_arn = :a",
+            ConditionExpression="#s = :p",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=values(a=execution_arn, p=BatchStatus.PROCESSING.value),
+        )
+
+    def unclaim(self, chunk: Chunk, reason: str) -> bool:
+        """processing -> pending when the execution could not be started."""
+        return self._conditional(
+            Key=chunk.key,
+            UpdateExpression="SET #s = :pending, last_start_error = :e REMOVE processing_started_at, execution_arn",
+            ConditionExpression="#s = :p",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=values(pending=BatchStatus.PENDING.value, p=BatchStatus.PROCESSING.value, e=reason),
+        )
+
+    def finish(self, chunk: Chunk, status: BatchStatus, error: str | None = None) -> bool:
+        """processing -> done|failed (used by the controller when the state machine could not)."""
+        expr = "SET #s = :new, finished_at = :t, finalized_by = :who"
+        vals = dict(new=status.value, p=BatchStatus.PROCESSING.value, t=self.deps.now_ms(), who="controller")
+        if error:
+            expr += ", #e = :e"
+            vals["e"] = error[:2000]
+        return self._conditional(
+            Key=chunk.key,
+            UpdateExpression=expr,
+            ConditionExpression="#s = :p",
+            ExpressionAttributeNames={"#s": "status", **({"#e": "error"} if error else {})},
+            ExpressionAttributeValues=values(**vals),
+        )

@@ -1,0 +1,91 @@
+"""controller (scheduled): keep exactly one batch moving.
+
+1. Finalize chunks whose execution already ended but are still `processing` (the state
+   machine normally marks them itself; this covers an execution aborted or failed outside
+   its Catch) and stop executions that ran past `max_execution_seconds` (the emulator does
+   not enforce activity timeouts, so a dead worker would otherwise hold the lock forever).
+2. Recover a claim whose execution never started.
+3. Release a lock held by a batch that is no longer processing.
+4. Start the oldest pending chunk if nothing is in flight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from cartflow.models import BatchStatus
+from cartflow.services.batches import BatchTable, Chunk
+from cartflow.services.deps import Deps
+from cartflow.services.dispatch import execution_arn, start_next_pending
+
+logger = Logger(service="cartflow-controller")
+
+START_GRACE_MS = 60_000  # a claim without an execution this old is considered lost
+_TERMINAL = {"SUCCEEDED": BatchStatus.DONE, "FAILED": BatchStatus.FAILED, "TIMED_OUT": BatchStatus.FAILED, "ABORTED": BatchStatus.FAILED}
+
+
+@dataclass
+class ControllerReport:
+    finalized: dict[str, str] = field(default_factory=dict)
+    stopped: list[str] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+    released_lock: str | None = None
+    started: str | None = None
+
+
+def _execution_status(deps: Deps, arn: str) -> str | None:
+    sfn = deps.clients.sfn
+    try:
+        return str(sfn.describe_execution(executionArn=arn)["status"])
+    except sfn.exceptions.ExecutionDoesNotExist:
+        return None
+
+
+def reconcile_processing(deps: Deps, table: BatchTable, chunk: Chunk, report: ControllerReport) -> None:
+    arn = chunk.execution_arn or execution_arn(deps, chunk.batch_id)
+    status = _execution_status(deps, arn)
+    age_ms = deps.now_ms() - (chunk.processing_started_at or chunk.created_at)
+    if status is None:
+        if age_ms > START_GRACE_MS and table.unclaim(chunk, "execution never started"):
+            table.release_lock(chunk.batch_id)
+            report.recovered.append(chunk.batch_id)
+        return
+    if not chunk.execution_arn:
+        table.set_execution(chunk, arn)
+    if status in _TERMINAL:
+        outcome = _TERMINAL[status]
+        if table.finish(chunk, outcome, None if outcome is BatchStatus.DONE else f"execution {status}"):
+            report.finalized[chunk.batch_id] = outcome.value
+        table.release_lock(chunk.batch_id)
+    elif status == "RUNNING" and age_ms > deps.settings.max_execution_seconds * 1000:
+        deps.clients.sfn.stop_execution(executionArn=arn, error="cartflow.Timeout", cause="max_execution_seconds exceeded")
+        report.stopped.append(chunk.batch_id)
+
+
+def control(deps: Deps) -> ControllerReport:
+    table = BatchTable(deps)
+    report = ControllerReport()
+    for chunk in table.by_status(BatchStatus.PROCESSING):
+        reconcile_processing(deps, table, chunk, report)
+    holder, acquired_at = table.lock_holder()
+    # Grace: dispatch takes the lock a moment before it claims the chunk.
+    if holder and deps.now_ms() - (acquired_at or 0) > START_GRACE_MS:
+        chunk = next((c for c in table.by_status(BatchStatus.PROCESSING) if c.batch_id == holder), None)
+        if chunk is None and table.release_lock(holder):
+            report.released_lock = holder
+    report.started = start_next_pending(deps)
+    return report
+
+
+_deps: Deps | None = None
+
+
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """EventBridge Scheduler entry point."""
+    global _deps
+    _deps = _deps or Deps.from_settings()
+    return control(_deps).__dict__

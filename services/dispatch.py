@@ -1,0 +1,81 @@
+"""Start the oldest pending batch chunk, if and only if nothing is in flight.
+
+Shared by the stream trigger (reacts within a second of a new chunk or a finished one) and
+the controller (the scheduled safety net). Order of writes: take the lock for a specific
+chunk, claim the chunk (pending -> processing), start the execution (named after the batch,
+so a retry cannot start a second one), record its ARN. Any failure undoes the claim.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from aws_lambda_powertools import Logger
+
+from cartflow.models import BatchInput, BatchStatus, RawFile
+from cartflow.services.batches import BatchTable, Chunk
+from cartflow.services.deps import Deps
+
+logger = Logger(service="cartflow-dispatch", child=True)
+
+
+def execution_arn(deps: Deps, batch_id: str) -> str:
+    s = deps.settings
+    return s.arn("states", f"execution:{s.state_machine}:{batch_id}")
+
+
+def batch_input(chunk: Chunk, processing_date: str) -> BatchInput:
+    """Split the chunk's file_paths by data type (orders_paths, order_items_paths, ...)."""
+    files = [RawFile.from_uri(uri) for uri in chunk.file_paths]
+    bucket = files[0].bucket if files else ""
+    return BatchInput.from_files(
+        batch_id=chunk.batch_id,
+        group_key=chunk.group_key,
+        bucket=bucket,
+        processing_date=processing_date,
+        files=files,
+    )
+
+
+def start_next_pending(deps: Deps) -> str | None:
+    """Returns the batch_id started, or None when one is in flight / nothing is pending."""
+    table = BatchTable(deps)
+    holder, _ = table.lock_holder()
+    if holder:
+        return None
+    pending = table.by_status(BatchStatus.PENDING, limit=1)
+    if not pending:
+        return None
+    chunk = pending[0]
+    if not table.acquire_lock(chunk.batch_id):
+        return None  # another dispatcher won the race
+    processing_date = datetime.fromtimestamp(deps.now(), UTC).date().isoformat()
+    if not table.claim(chunk, processing_date):
+        table.release_lock(chunk.batch_id)
+        return None
+    try:
+        payload = batch_input(chunk, processing_date)
+        arn = start_execution(deps, payload)
+    except Exception as err:
+        logger.exception("could not start execution", extra={"batch_id": chunk.batch_id})
+        table.unclaim(chunk, f"{type(err).__name__}: {err}"[:2000])
+        table.release_lock(chunk.batch_id)
+        raise
+    table.set_execution(chunk, arn)
+    logger.info("started batch", extra={"batch_id": chunk.batch_id, "execution_arn": arn})
+    return chunk.batch_id
+
+
+def start_execution(deps: Deps, payload: BatchInput) -> str:
+    sfn = deps.clients.sfn
+    try:
+        resp = sfn.start_execution(
+            stateMachineArn=deps.settings.state_machine_arn,
+            name=payload.batch_id,
+            input=json.dumps(payload.model_dump(mode="json")),
+        )
+        return str(resp["executionArn"])
+    except sfn.exceptions.ExecutionAlreadyExists:
+        # Started by an earlier attempt whose ARN write was lost: adopt it.
+        return execution_arn(deps, payload.batch_id)
