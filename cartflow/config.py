@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     transform_activity: str = _SPEC["transform_activity"]
     state_machine_target: Literal["local", "aws"] = _SPEC["state_machine_target"]
 
+    # --- the embedded emulator (MiniStack in its own virtualenv: it pins botocore) ---
+    ministack_version: str = "1.5.33"
+    emulator_venv: Path = Field(default_factory=lambda: Path.home() / ".cache" / "cartflow" / "ministack-venv")
+    emulator_port: int = Field(default=4566, ge=1024, le=65535)
+
     # --- pipeline behaviour ------------------------------------------------------
     debounce_seconds: int = Field(default=60, ge=0, le=86_400)
     max_files_per_chunk: int = Field(default=50, ge=1, le=99)  # TransactWriteItems caps at 100

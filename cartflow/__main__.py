@@ -1,0 +1,3 @@
+from cartflow.cli import app
+
+app()

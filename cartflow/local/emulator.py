@@ -1,0 +1,110 @@
+"""Run MiniStack as a local process (embedded mode and integration tests).
+
+MiniStack pins its own botocore, so it lives in a virtualenv of its own, created on first
+use from PyPI. The process binds 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from cartflow.config import Settings
+
+
+class EmulatorError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_ministack(settings: Settings) -> Path:
+    """The ministack executable, installing the pinned version into its venv if needed."""
+    venv = settings.emulator_venv
+    exe = venv / "bin" / "ministack"
+    marker = venv / f".ministack-{settings.ministack_version}"
+    if exe.exists() and marker.exists():
+        return exe
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
+         f"ministack=={settings.ministack_version}"],
+        check=True,
+    )
+    marker.touch()
+    return exe
+
+
+def is_healthy(endpoint: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{endpoint}/_ministack/health", timeout=timeout) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+@dataclass
+class EmulatorProcess:
+    endpoint: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    _log: IO[bytes]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+def start_emulator(settings: Settings, port: int | None = None, log_dir: Path | None = None,
+                   timeout: float = 60.0) -> EmulatorProcess:
+    exe = ensure_ministack(settings)
+    port = port or settings.emulator_port
+    endpoint = f"http://127.0.0.1:{port}"
+    if is_healthy(endpoint):
+        raise EmulatorError(f"something already answers on {endpoint}; stop it or pick another port")
+    log_dir = log_dir or settings.state_dir
+    log_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = log_dir / f"ministack-{port}"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    log_path = log_dir / f"ministack-{port}.log"
+    log = log_path.open("wb")
+    env = {
+        **os.environ,
+        "GATEWAY_PORT": str(port),
+        "BIND_HOST": "127.0.0.1",
+        "MINISTACK_REGION": settings.region,
+        "S3_DATA_DIR": str(data_dir / "s3"),
+        "LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen([str(exe)], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    emu = EmulatorProcess(endpoint, proc, log_path, log)
+    deadline = time.monotonic() + timeout
+    while not is_healthy(endpoint):
+        if proc.poll() is not None:
+            emu.stop()
+            raise EmulatorError(f"MiniStack exited with {proc.returncode}; see {log_path}")
+        if time.monotonic() > deadline:
+            emu.stop()
+            raise EmulatorError(f"MiniStack not healthy after {timeout}s; see {log_path}")
+        time.sleep(0.2)
+    return emu
