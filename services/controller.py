@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cartflow.models import BatchStatus
 from cartflow.services.batches import BatchTable, Chunk
-from cartflow.services.deps import Deps
+from cartflow.services.deps import Deps, current_deps
 from cartflow.services.dispatch import execution_arn, start_next_pending
 
 logger = Logger(service="cartflow-controller")
@@ -81,11 +81,6 @@ def control(deps: Deps) -> ControllerReport:
     return report
 
 
-_deps: Deps | None = None
-
-
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """EventBridge Scheduler entry point."""
-    global _deps
-    _deps = _deps or Deps.from_settings()
-    return control(_deps).__dict__
+    return control(current_deps()).__dict__

@@ -17,7 +17,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cartflow.models import BatchStatus, EventStatus
-from cartflow.services.deps import Deps, from_ddb, to_ddb, values
+from cartflow.services.deps import Deps, current_deps, from_ddb, to_ddb, values
 
 logger = Logger(service="cartflow-debouncer")
 UNBATCHED_INDEX = "unbatched"
@@ -133,4 +133,4 @@ def close_quiet_groups(deps: Deps) -> list[str]:
 
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """EventBridge Scheduler entry point."""
-    return {"created": close_quiet_groups(Deps.from_settings())}
+    return {"created": close_quiet_groups(current_deps())}

@@ -35,6 +35,23 @@ class Deps:
         return int(self.clock() * 1000)
 
 
+_current: Deps | None = None
+
+
+def current_deps() -> Deps:
+    """The deps handlers use: built once per process (a Lambda container) from the environment."""
+    global _current
+    if _current is None:
+        _current = Deps.from_settings()
+    return _current
+
+
+def use_deps(deps: Deps | None) -> None:
+    """Point every handler at these deps (tests, the embedded stack); None resets."""
+    global _current
+    _current = deps
+
+
 def to_ddb(item: dict[str, Any]) -> dict[str, Any]:
     """Plain Python -> DynamoDB wire format (floats become exact Decimals)."""
     return {k: _SER.serialize(_decimalize(v)) for k, v in item.items()}

@@ -25,7 +25,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cartflow.models import EventStatus, InvalidRawKey, RawFile
-from cartflow.services.deps import Deps, to_ddb
+from cartflow.services.deps import Deps, current_deps, to_ddb
 
 logger = Logger(service="cartflow-ingest")
 
@@ -130,32 +130,28 @@ def is_folder_marker(obj: S3ObjectCreated) -> bool:
 
 # ------------------------------------------------------------------------------- handler
 
-_deps: Deps | None = None
-_record_once: Any = None
+_writer: tuple[Deps, Any, IdempotencyConfig] | None = None
 
 
-def _init() -> tuple[Deps, Any]:
-    """Build deps and the idempotent writer once per container (Lambda cold start)."""
-    global _deps, _record_once
-    if _deps is None:
-        _deps = Deps.from_settings()
-        store = DynamoDBPersistenceLayer(
-            table_name=_deps.settings.idempotency_table, boto3_client=_deps.clients.dynamodb
-        )
+def _idempotent_writer(deps: Deps) -> tuple[Deps, Any, IdempotencyConfig]:
+    """record_object wrapped in powertools idempotency, built once per deps (cold start)."""
+    global _writer
+    if _writer is None or _writer[0] is not deps:
+        store = DynamoDBPersistenceLayer(table_name=deps.settings.idempotency_table, boto3_client=deps.clients.dynamodb)
         # SQS delivers at least once: the same object version must not open two events.
         config = IdempotencyConfig(event_key_jmespath="[bucket, key, sequencer]", expires_after_seconds=7 * 86_400)
 
         @idempotent_function(data_keyword_argument="key", persistence_store=store, config=config)
         def _record(key: dict[str, str], obj: S3ObjectCreated) -> dict[str, str]:
-            item = record_object(obj, _deps)  # type: ignore[arg-type]
+            item = record_object(obj, deps)
             return {"s3_path": item["s3_path"], "status": item["status"]}
 
-        _record_once = _record
-    return _deps, _record_once
+        _writer = (deps, _record, config)
+    return _writer
 
 
 def handle_record(record: SQSRecord) -> list[dict[str, str]]:
-    deps, record_once = _init()
+    _, record_once, _ = _idempotent_writer(current_deps())
     results = []
     for obj in parse_s3_notification(record.body):
         if is_folder_marker(obj):
@@ -166,6 +162,6 @@ def handle_record(record: SQSRecord) -> list[dict[str, str]]:
 
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """SQS-triggered Lambda entry point; failed messages are reported for redelivery."""
-    _init()
+    _idempotent_writer(current_deps())[2].register_lambda_context(context)
     processor = BatchProcessor(event_type=EventType.SQS)
     return process_partial_response(event=event, record_handler=handle_record, processor=processor, context=context)

@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cartflow.models import BatchStatus
-from cartflow.services.deps import Deps
+from cartflow.services.deps import Deps, current_deps
 from cartflow.services.dispatch import start_next_pending
 
 logger = Logger(service="cartflow-stream-trigger")
@@ -39,13 +39,8 @@ def handle_stream(event: DynamoDBStreamEvent, deps: Deps) -> str | None:
     return start_next_pending(deps)
 
 
-_deps: Deps | None = None
-
-
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    global _deps
-    _deps = _deps or Deps.from_settings()
-    started = handle_stream(DynamoDBStreamEvent(event), _deps)
+    started = handle_stream(DynamoDBStreamEvent(event), current_deps())
     # A raised exception makes the event source retry the whole batch, which is what we
     # want for a failed start (the chunk was un-claimed); nothing to report per record.
     return {"batchItemFailures": [], "started": started}

@@ -1,0 +1,61 @@
+"""Which local event source feeds which function: the local twin of the AWS triggers.
+
+| function       | AWS trigger                        | local source                  |
+|----------------|------------------------------------|-------------------------------|
+| ingest         | S3 -> SQS -> Lambda event mapping  | SqsSource (long poll)         |
+| stream-trigger | DynamoDB Streams event mapping     | DynamoDBStreamSource          |
+| debouncer      | EventBridge Scheduler              | ScheduleSource                |
+| controller     | EventBridge Scheduler              | ScheduleSource                |
+| spark-runner   | (ECS task on AWS)                  | Step Functions activity worker|
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+from cartflow.aws import AwsClients
+from cartflow.config import Settings
+from cartflow.local.lambda_context import LocalFunction
+from cartflow.local.schedule_source import ScheduleSource
+from cartflow.local.sources import PollingSource
+from cartflow.local.sqs_source import SqsSource
+from cartflow.local.stream_source import DynamoDBStreamSource
+
+FUNCTIONS = ("ingest", "stream-trigger", "debouncer", "controller")
+
+
+def build_source(name: str, settings: Settings) -> PollingSource:
+    from cartflow.services import controller, debouncer, ingest, stream_trigger
+
+    clients = AwsClients(settings)
+
+    def fn(handler: Any) -> LocalFunction:
+        return LocalFunction(name=f"cartflow-{name}", handler=handler, settings=settings)
+
+    if name == "ingest":
+        # A short long-poll so SIGTERM is noticed within a few seconds.
+        return SqsSource(fn(ingest.handler), clients, settings.ingest_queue, wait_time_seconds=5, name=name)
+    if name == "stream-trigger":
+        return DynamoDBStreamSource(fn(stream_trigger.handler), clients, settings.batch_chunks_table, name=name)
+    if name == "debouncer":
+        return ScheduleSource(fn(debouncer.handler), settings, interval_s=settings.debouncer_interval_seconds, name=name)
+    if name == "controller":
+        return ScheduleSource(fn(controller.handler), settings, interval_s=settings.controller_interval_seconds, name=name)
+    raise ValueError(f"unknown function {name!r}; known: {', '.join(FUNCTIONS)}, spark-runner")
+
+
+def serve_forever(name: str, settings: Settings) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if name == "spark-runner":
+        from cartflow.local.spark_runner import run_forever
+
+        run_forever(settings)
+        return
+    source = build_source(name, settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    source.run(stop)
