@@ -1,0 +1,42 @@
+# cartflow — the commands a newcomer needs. Everything installs itself on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+
+.PHONY: install jars demo up test test-unit test-integration test-e2e bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[spark,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+jars: $(STAMP)  ## pinned Spark jars (Delta, hadoop-aws, AWS SDK) from Maven Central, once
+	$(PY) spark/fetch_jars.py
+
+demo: install jars  ## whole loop locally: emulator + functions + Spark, fixtures in, KPIs out, all stopped
+	$(PY) -m cartflow demo
+
+up: install jars  ## same, but keeps running (Ctrl-C stops)
+	$(PY) -m cartflow up
+
+test: install jars  ## unit + integration (real emulator, real Spark) + e2e (Docker; fails under CI=true without it)
+	$(PY) -m pytest tests
+
+test-unit: install
+	$(PY) -m pytest tests/unit
+
+test-integration: install jars
+	$(PY) -m pytest tests/integration
+
+test-e2e: install
+	$(PY) -m pytest tests/e2e
+
+bench: install jars  ## speed/memory ratios against a baseline measured in the same run
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
