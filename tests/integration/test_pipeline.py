@@ -1,0 +1,167 @@
+"""The whole loop on real components: MiniStack process, every function as a local process,
+the spark-runner with real Spark + Delta. KPIs are checked against tests/oracle.py (DuckDB),
+validated/quarantined Delta tables are read back with the independent `deltalake` reader.
+
+The tests run in order and share one stack: valid fixtures, then invalid rows, then a
+structurally broken file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import yaml
+
+from cartflow.local.stack import EmbeddedStack
+from cartflow.views import batches, category_kpis, files, order_kpis, upload_dir
+from tests.conftest import FIXTURES, subscribe_queue
+from tests.oracle import batch_from_dir, expected_table_state
+
+pytestmark = pytest.mark.integration
+
+TERMINAL = {"archived", "failed (kept in raw/)", "rejected"}
+
+
+@pytest.fixture(scope="module")
+def stack(settings, stack_resources, deps):  # type: ignore[no-untyped-def]
+    with EmbeddedStack(settings) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def failure_queue(deps) -> str:  # type: ignore[no-untyped-def]
+    return subscribe_queue(deps, deps.settings.failure_topic_arn, "test-failure-notices")
+
+
+@pytest.fixture(scope="module")
+def success_queue(deps) -> str:  # type: ignore[no-untyped-def]
+    return subscribe_queue(deps, deps.settings.success_topic_arn, "test-success-notices")
+
+
+def settle(deps, stack, n_files: int, timeout: float = 420) -> float:  # type: ignore[no-untyped-def]
+    """Wait until n_files files are terminal and no batch is in flight; returns seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        stack.check_alive()
+        fs = files(deps)
+        if len(fs) >= n_files and all(f.state in TERMINAL for f in fs):
+            if all(b.status in ("done", "failed") for b in batches(deps)):
+                return time.monotonic() - t0
+        time.sleep(0.5)
+    raise AssertionError(f"not settled after {timeout}s: {[(f.s3_path, f.state) for f in files(deps)]}")
+
+
+def as_plain(rows: list[dict[str, Any]], key: tuple[str, ...]) -> dict[Any, dict[str, Decimal]]:
+    out = {}
+    for r in rows:
+        k = tuple(r[c] for c in key) if len(key) > 1 else r[key[0]]
+        out[k] = {c: Decimal(str(v)) for c, v in r.items() if isinstance(v, Decimal | int | float) and c not in key}
+    return out
+
+
+def assert_kpis_equal_oracle(deps, batches_in_order) -> None:  # type: ignore[no-untyped-def]
+    want_orders, want_cats = expected_table_state(batches_in_order, skip_failed=True)
+    got_orders = as_plain(order_kpis(deps), ("order_date",))
+    got_cats = as_plain(category_kpis(deps), ("category", "order_date"))
+    assert set(got_orders) == set(want_orders)
+    assert set(got_cats) == set(want_cats)
+    for d, want in want_orders.items():
+        for attr, value in want.items():
+            assert got_orders[d][attr] == Decimal(str(value)), (d, attr)
+    for k, want in want_cats.items():
+        for attr, value in want.items():
+            assert got_cats[k][attr] == Decimal(str(value)), (k, attr)
+
+
+def delta_rows(deps, table: str):  # type: ignore[no-untyped-def]
+    from deltalake import DeltaTable
+
+    s = deps.settings
+    opts = {
+        "AWS_ENDPOINT_URL": s.aws_endpoint_url,
+        "AWS_REGION": s.region,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+    }
+    return DeltaTable(f"s3://{s.bucket}/{table}", storage_options=opts).to_pyarrow_table().to_pylist()
+
+
+def raw_keys(deps, prefix: str) -> set[str]:  # type: ignore[no-untyped-def]
+    resp = deps.clients.s3.list_objects_v2(Bucket=deps.settings.bucket, Prefix=prefix)
+    return {o["Key"] for o in resp.get("Contents", []) if not o["Key"].endswith("/")}
+
+
+def test_valid_fixtures_reach_kpis_equal_to_the_oracle(deps, stack, success_queue) -> None:  # type: ignore[no-untyped-def]
+    keys = upload_dir(deps, FIXTURES / "valid")
+    waited = settle(deps, stack, len(keys))
+    print(f"\nlatency: last upload -> KPIs present {waited:.1f}s (debounce {deps.settings.debounce_seconds}s)")
+    [batch] = batches(deps)
+    assert batch.status == "done", batch
+    assert_kpis_equal_oracle(deps, [batch_from_dir(FIXTURES / "valid")])
+
+    # archived: gone from raw/, present under processed/<batch_id>/
+    assert raw_keys(deps, "raw/") == set()
+    assert raw_keys(deps, f"processed/{batch.batch_id}/") == {f"processed/{batch.batch_id}/{k[4:]}" for k in keys}
+    msgs = deps.clients.sqs.receive_message(QueueUrl=success_queue, WaitTimeSeconds=5).get("Messages", [])
+    assert any(batch.batch_id in m["Body"] for m in msgs)
+
+    # the validation result JSON, one object per batch
+    body = deps.clients.s3.get_object(Bucket=deps.settings.bucket, Key=f"validation_output/{batch.batch_id}.json")["Body"].read()
+    result = json.loads(body)
+    assert result["status"] == "passed" and result["tables"]["orders"]["quarantined_rows"] == 0
+
+
+def test_validated_delta_tables_read_back_by_an_independent_reader(deps, stack) -> None:  # type: ignore[no-untyped-def]
+    from tests.oracle import load_valid
+
+    oracle = load_valid([batch_from_dir(FIXTURES / "valid")])
+    for dataset in ("orders", "order_items", "products", "order_lines"):
+        rows = delta_rows(deps, f"validated/{dataset}")
+        assert len(rows) == len(oracle.valid(dataset).fetchall()), dataset
+        assert {r["processing_date"] for r in rows} == {batches(deps)[0].processing_date}
+
+
+def test_invalid_rows_are_quarantined_with_reasons_and_the_batch_completes(deps, stack) -> None:  # type: ignore[no-untyped-def]
+    known = len(files(deps))
+    keys = upload_dir(deps, FIXTURES / "invalid")
+    settle(deps, stack, known + len(keys))
+    latest = batches(deps)[-1]
+    assert latest.status == "done", latest
+
+    expected = yaml.safe_load((FIXTURES / "invalid" / "expected_quarantine.yaml").read_text())["rows"]
+    quarantined: list[tuple[str, str]] = []
+    for dataset in ("orders", "order_items", "products", "order_lines"):
+        for r in delta_rows(deps, f"quarantine/{dataset}"):
+            assert r["batch_id"] == latest.batch_id
+            quarantined.append((dataset, r["reason"]))
+    assert len(quarantined) == len(expected)
+    for row in expected:
+        dataset = row["file"].split("/")[0]
+        assert any(d == dataset and reason.startswith(row["reason"]) for d, reason in quarantined), row
+
+    assert_kpis_equal_oracle(deps, [batch_from_dir(FIXTURES / "valid"), batch_from_dir(FIXTURES / "invalid")])
+
+
+def test_structurally_broken_file_fails_the_batch_with_a_notice_and_is_not_archived(deps, stack, failure_queue) -> None:  # type: ignore[no-untyped-def]
+    before = {b.batch_id for b in batches(deps)}
+    known = len(files(deps))
+    keys = upload_dir(deps, FIXTURES / "broken")
+    settle(deps, stack, known + len(keys))
+    [failed] = [b for b in batches(deps) if b.batch_id not in before]
+    assert failed.status == "failed"
+    assert raw_keys(deps, "raw/") == set(keys)  # kept for a fix and re-upload
+    assert not raw_keys(deps, f"processed/{failed.batch_id}/")
+    deadline, bodies = time.monotonic() + 20, []
+    while time.monotonic() < deadline and not any(failed.batch_id in b for b in bodies):
+        msgs = deps.clients.sqs.receive_message(QueueUrl=failure_queue, WaitTimeSeconds=2).get("Messages", [])
+        bodies += [m["Body"] for m in msgs]
+    notice = next(b for b in bodies if failed.batch_id in b)
+    assert "missing" in notice  # names what is wrong with the file
+    states = {f.s3_path: f.state for f in files(deps)}
+    assert all(states[f"s3://{deps.settings.bucket}/{k}"] == "failed (kept in raw/)" for k in keys)
