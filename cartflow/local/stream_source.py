@@ -211,9 +211,7 @@ class DynamoDBStreamSource(PollingSource):
     # --- delivery and checkpoints -------------------------------------------------
     def _deliver(self, stream: _Stream, shard: _Shard) -> int:
         batch = shard.pending[: self.batch_size]
-        event = {
-            "Records": [stream_event_record(r, stream_arn=stream.arn, region=self.settings.region) for r in batch]
-        }
+        event = {"Records": [stream_event_record(r, stream_arn=stream.arn, region=self.settings.region) for r in batch]}
         seqs = [r["dynamodb"]["SequenceNumber"] for r in batch]
         try:
             response = self.function.invoke(event)
@@ -225,6 +223,7 @@ class DynamoDBStreamSource(PollingSource):
         if first_failed > 0:
             self.checkpoints.set_sequence_number(stream.arn, shard.shard_id, seqs[first_failed - 1])
             del shard.pending[:first_failed]
+            shard.attempts = 0  # progress: a new failing record starts its backoff from the base
         if first_failed < len(batch):
             self._schedule_retry(shard, len(batch) - first_failed, f"record {seqs[first_failed]} failed")
         else:
@@ -237,7 +236,7 @@ class DynamoDBStreamSource(PollingSource):
         delay = min(self.max_retry_backoff_s, self.retry_backoff_s * 2 ** min(shard.attempts - 1, 20))
         shard.retry_at = time.monotonic() + delay
         log.error(
-            "%s: shard %s: %s; retrying %d record(s) in %.1fs (attempt %d); the shard waits, nothing is skipped",
+            "%s: shard %s: %s; retrying %d record(s) in %.2fs (attempt %d); the shard waits, nothing is skipped",
             self.name,
             shard.shard_id,
             why,
@@ -290,7 +289,9 @@ class DynamoDBStreamSource(PollingSource):
                     # Past 24 h retention on AWS too: the oldest record left is the best we can do.
                     log.error(
                         "%s: checkpoint %s of shard %s was trimmed; records were lost; reading from TRIM_HORIZON",
-                        self.name, seq, shard.shard_id,
+                        self.name,
+                        seq,
+                        shard.shard_id,
                     )
             it = self._streams.get_shard_iterator(**kwargs, ShardIteratorType=position)["ShardIterator"]
             log.info("%s: shard %s: reading from %s", self.name, shard.shard_id, position)
@@ -327,11 +328,15 @@ class DynamoDBStreamSource(PollingSource):
 
     def _attach(self) -> _Stream | None:
         latest = self._latest_stream_arn()
+        for old in self.checkpoints.stream_arns():
+            # Fully read and no longer the table's stream: its checkpoints can never matter again.
+            if old != latest and not self.checkpoints.has_unfinished_shards(old):
+                self.checkpoints.forget_stream(old)
         # Streams we checkpointed but did not finish (table re-created while we were down)
         # are drained first, oldest first, so no acknowledged-order guarantee is broken.
         older = [a for a in self.checkpoints.stream_arns() if a != latest and self.checkpoints.has_unfinished_shards(a)]
-        for arn in [*older, latest]:
-            if arn is None or arn in self._drained:
+        for arn in [*older, *([latest] if latest else [])]:
+            if arn in self._drained:
                 continue
             stream = _Stream(arn=arn)
             try:
