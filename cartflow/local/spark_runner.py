@@ -1,0 +1,344 @@
+"""The local ``spark-runner``: a Step Functions Activity worker for the two Spark jobs.
+
+On AWS the state machine runs each job as a Fargate task (``ecs:runTask.sync``); locally
+(embedded and compose targets) the job states are Activity tasks and this process does
+the work:
+
+* one poller thread per activity (validate, transform) long-polls ``GetActivityTask``
+  (up to ~60 s per call on AWS and MiniStack), so neither job waits for the other's poll;
+* jobs run **serially** under one lock, on one long-lived SparkSession built on first use
+  (the JVM start is paid once, not per batch; one batch is in flight by design anyway);
+* while a task is held it sends ``SendTaskHeartbeat`` every ~10 s, from the moment the
+  task is received (a task waiting for the run lock must not time out either);
+* the result is ``SendTaskSuccess(result.model_dump_json())``; any exception becomes
+  ``SendTaskFailure(error="cartflow.JobFailed", cause="<Type>: <message>")`` so the state
+  machine's Retry/Catch decide what happens next;
+* ``settings.state_dir / "spark-runner.alive"`` is touched on every poll and heartbeat, so
+  a container healthcheck can test its age (allow > 60 s: one long poll);
+* ``stop()`` is graceful: a task already received is finished and reported before the
+  pollers exit. A poll in progress ends when GetActivityTask returns (<= ~60 s), so give
+  the container a stop grace period of ~70 s.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from cartflow.config import Settings
+from cartflow.local.liveness import Liveness
+from cartflow.models import BatchInput
+
+log = logging.getLogger("cartflow.spark_runner")
+
+JOB_FAILED = "cartflow.JobFailed"
+INVALID_INPUT = "cartflow.InvalidBatchInput"
+MAX_CAUSE_CHARS = 32_768  # Step Functions' limit for SendTaskFailure.cause
+HEARTBEAT_SECONDS = 10.0
+LIVENESS_NAME = "spark-runner"  # -> <state_dir>/spark-runner.alive
+SPARK_APP_NAME = "cartflow-spark-runner"
+_ERROR_BACKOFF_SECONDS = 5.0
+# The task is gone (timed out or finished elsewhere): heartbeating or reporting is pointless.
+_TASK_GONE_CODES = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
+
+
+class JobCallable(Protocol):
+    def __call__(self, spark: Any, settings: Settings, batch: BatchInput) -> BaseModel: ...
+
+
+def _run_validation(spark: Any, settings: Settings, batch: BatchInput) -> BaseModel:
+    # Imported lazily: the jobs pull in pyspark, which the runner must not need at import time.
+    from cartflow.jobs.validate import run_validation
+
+    return run_validation(spark, settings, batch)
+
+
+def _run_transform(spark: Any, settings: Settings, batch: BatchInput) -> BaseModel:
+    from cartflow.jobs.transform import run_transform
+
+    return run_transform(spark, settings, batch)
+
+
+DEFAULT_JOBS: Mapping[str, JobCallable] = {"validate": _run_validation, "transform": _run_transform}
+
+
+def activity_arns(settings: Settings) -> dict[str, str]:
+    """Job name -> Activity ARN, from the settings' activity names."""
+    return {
+        "validate": settings.activity_arn(settings.validate_activity),
+        "transform": settings.activity_arn(settings.transform_activity),
+    }
+
+
+def parse_batch(raw_input: str) -> BatchInput:
+    """The task input as a BatchInput.
+
+    The Transform state receives the batch plus the Validate result ($.validation); keep
+    only BatchInput's own fields so the model's extra-field policy cannot reject it.
+    """
+    data = json.loads(raw_input)
+    if not isinstance(data, dict):
+        raise ValueError(f"task input must be a JSON object, got {type(data).__name__}")
+    return BatchInput.model_validate({k: v for k, v in data.items() if k in BatchInput.model_fields})
+
+
+def failure_cause(exc: BaseException) -> str:
+    """``<ExceptionType>: <message>``, truncated to what SendTaskFailure accepts."""
+    cause = f"{type(exc).__name__}: {exc}"
+    if len(cause) > MAX_CAUSE_CHARS:
+        marker = " ...[truncated]"
+        cause = cause[: MAX_CAUSE_CHARS - len(marker)] + marker
+    return cause
+
+
+def _error_code(exc: Exception) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("Error", {}).get("Code")
+    return None
+
+
+def _jvm_is_gone(exc: BaseException) -> bool:
+    """True when the SparkSession itself is unusable (not just a failing job), so rebuild it."""
+    return type(exc).__name__ == "Py4JNetworkError" or isinstance(exc, ConnectionError)
+
+
+def default_worker_name() -> str:
+    return f"spark-runner-{socket.gethostname()}-{os.getpid()}"[:80]
+
+
+class SparkRunner:
+    """Activity worker for the Validate and Transform job states (see module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sfn: Any,
+        *,
+        jobs: Mapping[str, JobCallable] | None = None,
+        arns: Mapping[str, str] | None = None,
+        spark_factory: Callable[[], Any] | None = None,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        worker_name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sfn = sfn
+        self.jobs: dict[str, JobCallable] = dict(jobs if jobs is not None else DEFAULT_JOBS)
+        self.arns: dict[str, str] = dict(arns if arns is not None else activity_arns(settings))
+        unknown = set(self.jobs) - set(self.arns)
+        if unknown:
+            raise ValueError(f"no activity ARN for job(s): {sorted(unknown)}")
+        self.heartbeat_seconds = heartbeat_seconds
+        self.worker_name = worker_name or default_worker_name()
+        self.liveness = Liveness(settings, LIVENESS_NAME)
+        self._spark_factory = spark_factory or self._build_spark
+        self._spark: Any = None
+        self._run_lock = threading.Lock()  # one job at a time: one JVM, one batch in flight
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start one poller thread per activity (idempotent while running)."""
+        if any(t.is_alive() for t in self._threads):
+            return
+        self._stop.clear()
+        self.touch_liveness()
+        self._threads = [
+            threading.Thread(target=self._poll_loop, args=(job,), name=f"spark-runner-{job}", daemon=True)
+            for job in self.jobs
+        ]
+        for t in self._threads:
+            t.start()
+        log.info("spark-runner %s polling %s", self.worker_name, ", ".join(self.arns[j] for j in self.jobs))
+
+    def stop(self) -> None:
+        """Ask the pollers to exit after their current poll/task (does not wait)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the pollers; True when all have exited."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    def run_forever(self) -> None:
+        """Start and block until stop() (short joins keep the main thread responsive to signals)."""
+        self.start()
+        while not self.join(timeout=1.0):
+            pass
+
+    def close(self) -> None:
+        """Stop the SparkSession (after the pollers are done)."""
+        with self._run_lock:
+            spark, self._spark = self._spark, None
+        if spark is not None:
+            try:
+                spark.stop()
+            except Exception:  # shutting down anyway
+                log.exception("stopping the SparkSession failed")
+
+    # ------------------------------------------------------------------ polling
+
+    def _poll_loop(self, job: str) -> None:
+        while not self._stop.is_set():
+            self.touch_liveness()
+            try:
+                self.poll_once(job)
+            except Exception:
+                if self._stop.is_set():
+                    return  # shutting down; the endpoint may already be gone
+                # Emulator restarting, network blip, throttling: keep the worker alive.
+                log.exception("polling %s failed; retrying in %.0f s", job, _ERROR_BACKOFF_SECONDS)
+                self._stop.wait(_ERROR_BACKOFF_SECONDS)
+
+    def poll_once(self, job: str) -> bool:
+        """One GetActivityTask long poll for ``job``; handle the task if one came. True if so."""
+        response = self.sfn.get_activity_task(activityArn=self.arns[job], workerName=self.worker_name)
+        token = response.get("taskToken")
+        if not token:
+            return False  # long poll ended without work
+        # A delivered task is always finished, even after stop(): dropping it would leave
+        # the execution waiting for its heartbeat timeout (forever on MiniStack).
+        self.handle_task(job, token, response.get("input") or "{}")
+        return True
+
+    # ------------------------------------------------------------------ one task
+
+    def handle_task(self, job: str, token: str, raw_input: str) -> None:
+        """Run ``job`` for one task and report the outcome to Step Functions."""
+        started = time.monotonic()
+        with self._heartbeats(token):
+            outcome = self._run_job(job, raw_input)
+        elapsed = time.monotonic() - started
+        if isinstance(outcome, str):
+            log.info("%s succeeded in %.1f s", job, elapsed)
+            self._report("send_task_success", taskToken=token, output=outcome)
+        else:
+            error, exc = outcome
+            log.warning("%s failed in %.1f s: %s", job, elapsed, failure_cause(exc)[:500])
+            self._report("send_task_failure", taskToken=token, error=error, cause=failure_cause(exc))
+
+    def _run_job(self, job: str, raw_input: str) -> str | tuple[str, BaseException]:
+        """The result JSON, or (error name, exception)."""
+        try:
+            batch = parse_batch(raw_input)
+        except ValueError as exc:  # includes pydantic.ValidationError and JSONDecodeError
+            return INVALID_INPUT, exc
+        with self._run_lock:
+            log.info("running %s for batch %s", job, batch.batch_id)
+            try:
+                result = self.jobs[job](self._session(), self.settings, batch)
+                result_batch = getattr(result, "batch_id", batch.batch_id)
+                if result_batch != batch.batch_id:
+                    raise RuntimeError(f"{job} returned a result for batch {result_batch!r}, not {batch.batch_id!r}")
+                return result.model_dump_json()
+            except Exception as exc:
+                log.exception("%s failed for batch %s", job, batch.batch_id)
+                if _jvm_is_gone(exc):
+                    self._spark = None  # rebuilt on the next task
+                return JOB_FAILED, exc
+
+    def _session(self) -> Any:
+        # Called under _run_lock; a failed build leaves None so the next task tries again.
+        if self._spark is None:
+            log.info("building the SparkSession (%s)", self.settings.spark_master)
+            self._spark = self._spark_factory()
+        return self._spark
+
+    def _build_spark(self) -> Any:
+        from cartflow.jobs.session import build_spark  # lazy: pyspark is only needed here
+
+        return build_spark(self.settings, SPARK_APP_NAME)
+
+    @contextmanager
+    def _heartbeats(self, token: str) -> Iterator[None]:
+        done = threading.Event()
+        thread = threading.Thread(
+            target=self._heartbeat_loop, args=(token, done), name="spark-runner-heartbeat", daemon=True
+        )
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()  # no heartbeat may race the final SendTaskSuccess/Failure
+
+    def _heartbeat_loop(self, token: str, done: threading.Event) -> None:
+        while not done.wait(self.heartbeat_seconds):
+            self.touch_liveness()  # a long job must not look like a dead container
+            try:
+                self.sfn.send_task_heartbeat(taskToken=token)
+            except Exception as exc:
+                if _error_code(exc) in _TASK_GONE_CODES:
+                    log.warning("task is gone (%s); the job keeps running but its result will be dropped", exc)
+                    return
+                log.warning("heartbeat failed: %s", exc)
+
+    def _report(self, method: str, **kwargs: Any) -> None:
+        try:
+            getattr(self.sfn, method)(**kwargs)
+        except Exception as exc:
+            # Nothing to retry into: the execution has moved on (timed out) or SFN is unreachable,
+            # in which case its heartbeat timeout and Retry take over.
+            log.error("%s failed (%s): %s", method, _error_code(exc) or type(exc).__name__, exc)
+
+    def touch_liveness(self) -> None:
+        self.liveness.touch()
+
+
+# ---------------------------------------------------------------------- process entry
+
+
+def _install_signal_handlers(runner: SparkRunner) -> None:
+    """SIGTERM/SIGINT: stop gracefully; a second signal exits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        if runner.stopping:
+            raise SystemExit(128 + signum)
+        log.info("signal %d: finishing the current task, then exiting", signum)
+        runner.stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_forever(settings: Settings) -> None:
+    """Run the spark-runner until SIGTERM/SIGINT (``cartflow serve spark-runner``)."""
+    from cartflow.aws import AwsClients
+
+    runner = SparkRunner(settings, AwsClients(settings).sfn)
+    _install_signal_handlers(runner)
+    try:
+        runner.run_forever()
+    finally:
+        runner.close()
+
+
+def main() -> None:
+    from cartflow.config import get_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(threadName)s] %(message)s")
+    run_forever(get_settings())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""orchestrator/render.py: one template, two renderings that differ only in the job states."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cartflow.config import Settings
+from cartflow.models import BatchInput
+from cartflow.orchestrator import render as render_mod
+from cartflow.orchestrator.render import (
+    AWS_RETRY_DEFAULTS,
+    REQUIRED_PARAMS,
+    RenderError,
+    build_definition,
+    params_from_settings,
+    render_state_machine,
+)
+
+JOB_STATES = ("Validate", "Transform")
+SETTINGS = Settings(ecs_subnets=["subnet-a", "subnet-b"], ecs_security_groups=["sg-1"])
+
+
+def local_params() -> dict[str, object]:
+    return params_from_settings(SETTINGS, "local")
+
+
+def aws_params() -> dict[str, object]:
+    return params_from_settings(SETTINGS, "aws")
+
+
+def rendered(target: str) -> dict[str, Any]:
+    params = local_params() if target == "local" else aws_params()
+    return json.loads(render_state_machine(target, params))  # type: ignore[arg-type]
+
+
+def _all_states(states: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(scope, state) for every state, including Map/Parallel sub-machines."""
+    for state in states.values():
+        yield states, state
+        for branch in state.get("Branches", []):
+            yield from _all_states(branch["States"])
+        if "ItemProcessor" in state:
+            yield from _all_states(state["ItemProcessor"]["States"])
+
+
+@pytest.mark.parametrize("target", ["local", "aws"])
+def test_renders_valid_json_with_every_transition_resolvable(target: str) -> None:
+    definition = rendered(target)
+    assert definition["StartAt"] == "Validate"
+    assert "${" not in json.dumps(definition)
+    assert "Cartflow.Job" not in json.dumps(definition)
+    for scope, state in _all_states(definition["States"]):
+        targets = [state.get("Next"), state.get("Default")]
+        targets += [c["Next"] for c in state.get("Choices", []) + state.get("Catch", [])]
+        for name in filter(None, targets):
+            assert name in scope, f"{name} is not a state in its scope"
+        assert state["Type"] in ("Task", "Pass", "Choice", "Map", "Parallel", "Fail", "Succeed")
+        if state["Type"] not in ("Choice", "Fail", "Succeed"):
+            assert ("Next" in state) != bool(state.get("End")), state
+
+
+def test_state_names_are_unique_across_nested_machines() -> None:
+    names: list[str] = []
+    for scope, state in _all_states(rendered("aws")["States"]):
+        names += [n for n, s in scope.items() if s is state]
+    assert len(names) == len(set(names))
+
+
+def test_the_top_level_flow() -> None:
+    states = rendered("local")["States"]
+    assert list(states) == [
+        "Validate", "CheckValidation", "Transform", "ArchiveRawFiles", "DeleteRawFiles", "MarkDone",
+        "ReleaseLock", "NotifySuccess", "ValidationRejected", "ValidateFailed", "TransformFailed",
+        "ArchiveFailed", "DeleteRawFailed", "MarkDoneFailed", "NotifyFailure", "MarkFailed",
+        "ReleaseLockAfterFailure", "BatchFailed",
+    ]
+    assert states["CheckValidation"]["Choices"] == [
+        {"Variable": "$.validation.status", "StringEquals": "passed", "Next": "Transform"}
+    ]
+    assert states["CheckValidation"]["Default"] == "ValidationRejected"
+    assert states["BatchFailed"]["Type"] == "Fail"
+    assert states["NotifySuccess"]["End"] is True
+    # Every failure path goes through the notice, then the status, then the lock, then Fail.
+    for name in ("ValidationRejected", "ValidateFailed", "TransformFailed", "ArchiveFailed", "DeleteRawFailed",
+                 "MarkDoneFailed"):
+        assert states[name]["Next"] == "NotifyFailure"
+    assert [states[n]["Next"] for n in ("NotifyFailure", "MarkFailed", "ReleaseLockAfterFailure")] == [
+        "MarkFailed", "ReleaseLockAfterFailure", "BatchFailed"
+    ]
+
+
+def test_renderings_differ_only_in_the_job_states() -> None:
+    local, aws = rendered("local"), rendered("aws")
+    for definition in (local, aws):
+        for name in JOB_STATES:
+            definition["States"].pop(name)
+    assert local == aws
+
+
+@pytest.mark.parametrize("target", ["local", "aws"])
+def test_job_states_share_retry_catch_and_next(target: str) -> None:
+    states = rendered(target)["States"]
+    assert states["Validate"]["Next"] == "CheckValidation"
+    assert states["Transform"]["Next"] == "ArchiveRawFiles"
+    for name in JOB_STATES:
+        assert states[name]["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": f"{name}Failed"}]
+        assert states[name]["Retry"][0]["ErrorEquals"] == ["States.TaskFailed", "States.Timeout"]
+
+
+def test_retry_values_per_target() -> None:
+    local_retry = rendered("local")["States"]["Validate"]["Retry"][0]
+    aws_retry = rendered("aws")["States"]["Transform"]["Retry"][0]
+    assert (local_retry["IntervalSeconds"], local_retry["MaxAttempts"], local_retry["BackoffRate"]) == (
+        SETTINGS.job_retry_interval_seconds, SETTINGS.job_retry_max_attempts, SETTINGS.job_retry_backoff_rate
+    )
+    assert (aws_retry["IntervalSeconds"], aws_retry["MaxAttempts"], aws_retry["BackoffRate"]) == (30, 3, 2.0)
+    assert AWS_RETRY_DEFAULTS == {"retry_interval_seconds": 30, "retry_max_attempts": 3, "retry_backoff_rate": 2.0}
+    assert isinstance(local_retry["MaxAttempts"], int)  # typed substitution, not "2"
+
+
+def test_local_job_state_is_an_activity_task() -> None:
+    states = rendered("local")["States"]
+    assert states["Validate"]["Resource"] == SETTINGS.activity_arn(SETTINGS.validate_activity)
+    assert states["Transform"]["Resource"] == SETTINGS.activity_arn(SETTINGS.transform_activity)
+    assert states["Validate"]["ResultPath"] == "$.validation"
+    assert states["Transform"]["ResultPath"] == "$.transform"
+    assert states["Validate"]["HeartbeatSeconds"] < states["Validate"]["TimeoutSeconds"]
+
+
+def test_aws_job_state_runs_fargate_and_reads_the_result_document() -> None:
+    job = rendered("aws")["States"]["Validate"]
+    assert job["Type"] == "Parallel"
+    # The branch output is the whole new state; $[0] unwraps the one-branch result list.
+    assert (job["ResultPath"], job["OutputPath"]) == ("$", "$[0]")
+    branch = job["Branches"][0]
+    run, read, place = (branch["States"][f"Validate{s}"] for s in ("RunTask", "ReadResult", "Result"))
+    assert branch["StartAt"] == "ValidateJobInput"
+    job_input = branch["States"]["ValidateJobInput"]
+    assert (job_input["ResultPath"], job_input["Next"]) == ("$.validation", "ValidateRunTask")
+    # Every BatchInput field the jobs use, and not the (large) archive list.
+    assert set(job_input["Parameters"]) == {f"{name}.$" for name in BatchInput.model_fields if name != "archive"}
+    assert run["Resource"] == "arn:aws:states:::ecs:runTask.sync"
+    p = run["Parameters"]
+    assert (p["LaunchType"], p["Cluster"], p["TaskDefinition"]) == ("FARGATE", "cartflow", "cartflow-spark-job")
+    assert p["NetworkConfiguration"]["AwsvpcConfiguration"]["Subnets"] == ["subnet-a", "subnet-b"]
+    assert p["NetworkConfiguration"]["AwsvpcConfiguration"]["SecurityGroups"] == ["sg-1"]
+    override = p["Overrides"]["ContainerOverrides"][0]
+    assert override["Name"] == "spark-job"
+    assert override["Command.$"] == (
+        "States.Array('python', '-m', 'cartflow.jobs', 'validate', '--batch', States.JsonToString($.validation))"
+    )
+    assert run["ResultPath"] is None
+    assert read["Resource"] == "arn:aws:states:::aws-sdk:s3:getObject"
+    assert read["Parameters"]["Key.$"] == "States.Format('validation_output/{}.json', $.batch_id)"
+    assert read["ResultSelector"] == {"document.$": "States.StringToJson($.Body)"}
+    assert (place["Type"], place["InputPath"], place["ResultPath"]) == ("Pass", "$.validation.document", "$.validation")
+    transform_read = rendered("aws")["States"]["Transform"]["Branches"][0]["States"]["TransformReadResult"]
+    assert "'validation_output/{}.transform.json'" in transform_read["Parameters"]["Key.$"]
+
+
+@pytest.mark.parametrize("target", ["local", "aws"])
+def test_missing_params_are_named(target: str) -> None:
+    params = local_params() if target == "local" else aws_params()
+    for name in REQUIRED_PARAMS[target]:
+        incomplete = {k: v for k, v in params.items() if k != name}
+        with pytest.raises(RenderError, match=f"missing parameter.*{name}"):
+            render_state_machine(target, incomplete)  # type: ignore[arg-type]
+
+
+def test_unknown_target_and_params_and_bad_values_are_rejected() -> None:
+    with pytest.raises(RenderError, match="unknown target"):
+        render_state_machine("gcp", local_params())  # type: ignore[arg-type]
+    with pytest.raises(RenderError, match="unknown parameter.*bucket_name"):
+        render_state_machine("local", {**local_params(), "bucket_name": "x"})
+    bad = [
+        ("retry_max_attempts", "3"),
+        ("retry_max_attempts", -1),
+        ("retry_interval_seconds", True),
+        ("retry_backoff_rate", 0.5),
+        ("bucket", ""),
+        ("success_topic_arn", "arn:aws:sns:x:y:it's"),
+    ]
+    for name, value in bad:
+        with pytest.raises(RenderError, match=name):
+            render_state_machine("local", {**local_params(), name: value})
+    with pytest.raises(RenderError, match="subnets"):
+        render_state_machine("aws", {**aws_params(), "subnets": []})
+    with pytest.raises(RenderError, match="security_groups"):
+        render_state_machine("aws", {**aws_params(), "security_groups": "sg-1"})
+
+
+def test_params_of_the_other_target_are_ignored() -> None:
+    both = {**aws_params(), **local_params()}
+    assert build_definition("local", both) == build_definition("local", local_params())
+
+
+def test_optional_params_override_defaults() -> None:
+    definition = build_definition("local", {**local_params(), "job_timeout_seconds": 600, "job_heartbeat_seconds": 30})
+    assert (definition["States"]["Validate"]["TimeoutSeconds"], definition["States"]["Validate"]["HeartbeatSeconds"]) == (
+        600, 30
+    )
+
+
+def test_renderer_is_stdlib_only_and_runs_as_a_script(tmp_path: Any) -> None:
+    """The emulator container's init hook runs render.py with a bare python."""
+    source = render_mod.__file__
+    imports = [line for line in open(source, encoding="utf-8") if line.startswith(("import ", "from "))]
+    modules = {line.split()[1].split(".")[0] for line in imports}
+    assert modules <= {"__future__", "json", "re", "string", "sys", "collections", "pathlib", "typing"}, modules
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps(local_params()))
+    out = subprocess.run(
+        [sys.executable, "-I", source, "local", str(params)], check=True, capture_output=True, text=True
+    ).stdout
+    assert json.loads(out) == build_definition("local", local_params())
+    bad = subprocess.run([sys.executable, "-I", source, "local", "-"], input="{}", capture_output=True, text=True)
+    assert bad.returncode == 1 and "missing parameter" in bad.stderr
