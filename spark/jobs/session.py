@@ -1,0 +1,147 @@
+"""The one SparkSession factory: Delta Lake + S3A, jars from the local cache only.
+
+Jars come from ``settings.jars_dir`` as pinned in ``jars.lock`` (fill it with
+``python spark/fetch_jars.py`` / ``make jars``; images bake it). Nothing is resolved or
+downloaded at session start (no ``spark.jars.packages``, no ivy), and there is no Hive.
+
+Static settings (classpath, memory, Delta extension) only apply to the first session of a
+process: Spark reuses the running JVM for later ``getOrCreate`` calls.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import boto3
+from pyspark.sql import SparkSession
+
+from cartflow.config import Settings
+
+LOCK_FILE = Path(__file__).with_name("jars.lock")
+
+# S3A's own default chain covers env vars and ECS/EC2 container credentials (real AWS).
+_S3A = "org.apache.hadoop.fs.s3a"
+_SIMPLE_PROVIDER = f"{_S3A}.SimpleAWSCredentialsProvider"
+_TEMPORARY_PROVIDER = f"{_S3A}.TemporaryAWSCredentialsProvider"
+
+
+# ----------------------------------------------------------------------------- jars
+
+
+def locked_jar_names(lock: Path = LOCK_FILE) -> list[str]:
+    """Jar filenames from ``jars.lock`` (``group:artifact:version  sha256  filename`` lines)."""
+    names = []
+    for raw in lock.read_text().splitlines():
+        line = raw.split("#", 1)[0].split()
+        if line:
+            names.append(line[-1])
+    return names
+
+
+def locked_jars(jars_dir: Path, lock: Path = LOCK_FILE) -> list[Path]:
+    """Paths of the locked jars in ``jars_dir``; RuntimeError naming what is missing.
+
+    Presence only: ``fetch_jars.py`` verified each sha256 and writes atomically.
+    """
+    paths = [jars_dir / name for name in locked_jar_names(lock)]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+        raise RuntimeError(
+            f"Spark jars missing from {jars_dir}: {shown}. "
+            "Run `python spark/fetch_jars.py` / `make jars` (or set CARTFLOW_JARS_DIR to the baked-in directory)."
+        )
+    return paths
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def spark_conf(settings: Settings, jars: list[Path]) -> dict[str, str]:
+    """Static Spark config (no secrets: these end up on the spark-submit command line)."""
+    conf = {
+        "spark.jars": ",".join(str(p) for p in jars),
+        "spark.driver.memory": settings.spark_driver_memory,
+        "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        # Fast, self-contained JVM start: no Hive metastore, no UI.
+        "spark.sql.catalogImplementation": "in-memory",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",  # \r progress bars garble job logs
+        # KPI dates must not depend on the host's timezone.
+        "spark.sql.session.timeZone": "UTC",
+        # Delta replays its log with 50 tasks by default: far too many for per-batch tables.
+        "spark.databricks.delta.snapshotPartitions": str(settings.spark_shuffle_partitions),
+        "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.endpoint.region": settings.region,
+    }
+    if settings.spark_master.startswith("local"):
+        # One JVM: skip the hostname/interface lookup (and its loopback warning).
+        conf |= {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
+    if settings.aws_endpoint_url:
+        conf |= _emulator_s3a_conf(settings.aws_endpoint_url)
+    # Delta on s3a uses S3SingleDriverLogStore by default: safe while one driver at a time
+    # writes a given table; concurrent writers from several drivers would need a DynamoDB LogStore.
+    return conf
+
+
+def _emulator_s3a_conf(endpoint: str) -> dict[str, str]:
+    return {
+        "spark.hadoop.fs.s3a.endpoint": endpoint,
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": str(endpoint.startswith("https://")).lower(),
+    }
+
+
+def s3a_credentials(settings: Settings) -> dict[str, str]:
+    """Hadoop keys carrying credentials for an emulator endpoint; {} on real AWS.
+
+    Real AWS (ECS Fargate) keeps S3A's default provider chain, which reads the task role
+    from the container credentials endpoint: no secret ever passes through cartflow.
+    """
+    if not settings.aws_endpoint_url:
+        return {}
+    creds = boto3.Session().get_credentials()
+    if creds is None:
+        raise RuntimeError("no AWS credentials found by boto3 (emulators take any, e.g. AWS_ACCESS_KEY_ID=test)")
+    frozen = creds.get_frozen_credentials()
+    keys = {
+        "fs.s3a.access.key": frozen.access_key,
+        "fs.s3a.secret.key": frozen.secret_key,
+        "fs.s3a.aws.credentials.provider": _SIMPLE_PROVIDER,
+    }
+    if frozen.token:
+        keys |= {"fs.s3a.session.token": frozen.token, "fs.s3a.aws.credentials.provider": _TEMPORARY_PROVIDER}
+    return keys
+
+
+# ----------------------------------------------------------------------------- session
+
+
+def build_spark(settings: Settings, app_name: str = "cartflow") -> SparkSession:
+    """SparkSession on ``settings.spark_master`` with Delta and S3A configured."""
+    builder = SparkSession.builder.appName(app_name).master(settings.spark_master)
+    for key, value in spark_conf(settings, locked_jars(settings.jars_dir)).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    # Secrets go into the live Hadoop conf, not the spark-submit argv (visible in `ps`).
+    # Spark ships this conf with every read/write task, so executors see it too.
+    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
+    for key, value in s3a_credentials(settings).items():
+        hadoop_conf.set(key, value)
+    return spark
+
+
+def to_spark_uri(uri: str) -> str:
+    """``s3://bucket/key`` -> ``s3a://bucket/key``; s3a://, file:// and local paths pass through."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme in ("s3", "s3a"):
+        if not parts.netloc:
+            raise ValueError(f"S3 URI without a bucket: {uri!r}")
+        return "s3a" + uri[len(parts.scheme) :]
+    if scheme == "file" or (scheme == "" and uri):
+        return uri
+    raise ValueError(f"unsupported URI scheme for Spark: {uri!r} (use s3://, s3a://, file:// or a local path)")

@@ -1,0 +1,225 @@
+"""The TRANSFORMATION job: recompute the KPIs of every order date this batch touches.
+
+Only touched dates are recomputed (from ALL validated data, latest batch wins), so a replay
+writes identical values, a late batch corrects its old date and other dates are never
+rewritten. KPI rows are few (one per date / category and date): they are collected to the
+driver once and written to the sink (DynamoDB) and to Delta copies from that one result.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any, Protocol
+
+from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from cartflow.aws import AwsClients
+from cartflow.config import Settings
+from cartflow.jobs import kpis
+from cartflow.jobs.storage import Storage, join_uri
+from cartflow.jobs.validate import dataset_uri, default_warehouse, read_delta_if_exists, require_utc, to_spark_uri
+from cartflow.models import KPIS_PREFIX, VALIDATED_PREFIX, VALIDATION_OUTPUT_PREFIX, BatchInput, TransformResult
+
+log = logging.getLogger(__name__)
+
+UPDATED_BY_BATCH = "updated_by_batch"
+CATEGORY_BY_DATE_INDEX = "by_order_date"  # GSI (HASH order_date, RANGE category) of CategoryKPIs
+
+
+@dataclass(frozen=True)
+class KpiRows:
+    """The recomputed KPIs of the touched dates, as DynamoDB-ready Python values."""
+
+    touched_dates: tuple[str, ...]  # ISO dates, sorted
+    order_rows: tuple[dict[str, Any], ...]
+    category_rows: tuple[dict[str, Any], ...]
+
+
+class KpiSink(Protocol):
+    """Where KPI rows are served from. Must make every touched date equal to ``rows``."""
+
+    def write(self, rows: KpiRows, batch_id: str) -> None: ...
+
+
+class DynamoKpiSink:
+    """Full-item puts of every recomputed row; deletes rows of touched dates that vanished."""
+
+    def __init__(self, settings: Settings, clients: AwsClients | None = None) -> None:
+        self._settings = settings
+        self._clients = clients or AwsClients(settings)
+
+    def write(self, rows: KpiRows, batch_id: str) -> None:
+        resource = self._clients.ddb_resource
+        order_table = resource.Table(self._settings.order_kpis_table)
+        category_table = resource.Table(self._settings.category_kpis_table)
+
+        # Put first, delete after: a reader never misses a row that should exist.
+        with order_table.batch_writer() as writer:
+            for item in rows.order_rows:
+                writer.put_item(Item={**item, UPDATED_BY_BATCH: batch_id})
+        with category_table.batch_writer() as writer:
+            for item in rows.category_rows:
+                writer.put_item(Item={**item, UPDATED_BY_BATCH: batch_id})
+
+        dates_with_orders = {item["order_date"] for item in rows.order_rows}
+        kept_categories = {(item["category"], item["order_date"]) for item in rows.category_rows}
+        with order_table.batch_writer() as writer:
+            for day in rows.touched_dates:
+                if day not in dates_with_orders:  # every line of that date is gone (e.g. cancelled)
+                    writer.delete_item(Key={"order_date": day})
+        with category_table.batch_writer() as writer:
+            for day in rows.touched_dates:
+                for category in self._categories_on(day):
+                    if (category, day) not in kept_categories:
+                        writer.delete_item(Key={"category": category, "order_date": day})
+
+    def _categories_on(self, day: str) -> list[str]:
+        client = self._clients.dynamodb
+        paginator = client.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self._settings.category_kpis_table,
+            IndexName=CATEGORY_BY_DATE_INDEX,
+            KeyConditionExpression="order_date = :d",
+            ExpressionAttributeValues={":d": {"S": day}},
+            ProjectionExpression="category",
+        )
+        return [item["category"]["S"] for page in pages for item in page.get("Items", [])]
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def load_validated(spark: SparkSession, warehouse: str) -> kpis.Validated:
+    def table(dataset: str) -> DataFrame | None:
+        return read_delta_if_exists(spark, dataset_uri(warehouse, VALIDATED_PREFIX, dataset))
+
+    return kpis.Validated(
+        orders=table("orders"),
+        order_items=table("order_items"),
+        products=table("products"),
+        order_lines=table("order_lines"),
+    )
+
+
+def compute_kpi_rows(spark: SparkSession, validated: kpis.Validated, batch_id: str) -> KpiRows:
+    dates_frame = kpis.touched_order_dates(validated, batch_id)
+    touched = sorted(r["order_date"] for r in dates_frame.collect()) if dates_frame is not None else []
+    touched = [d for d in touched if d is not None]
+    lines = kpis.order_lines(validated)
+    if not touched or lines is None:
+        return KpiRows(tuple(d.isoformat() for d in touched), (), ())
+
+    # Both KPI sets aggregate the same lines: compute them (joins, latest-wins windows) once.
+    lines = lines.where(F.col("order_date").isin(touched)).cache()
+    try:
+        order_rows = kpis.order_kpis(lines).collect()
+        category_rows = kpis.category_kpis(lines).collect()
+    finally:
+        lines.unpersist()
+    return KpiRows(
+        touched_dates=tuple(d.isoformat() for d in touched),
+        order_rows=tuple(sorted((_item(r) for r in order_rows), key=lambda i: i["order_date"])),
+        category_rows=tuple(
+            sorted((_item(r) for r in category_rows), key=lambda i: (i["order_date"], i["category"]))
+        ),
+    )
+
+
+def _item(row: Row) -> dict[str, Any]:
+    """Spark row -> DynamoDB item values: ISO date strings, Decimal numbers (never floats)."""
+    item: dict[str, Any] = {}
+    for name, value in row.asDict().items():
+        if isinstance(value, date):
+            item[name] = value.isoformat()
+        elif isinstance(value, bool) or value is None:
+            item[name] = value
+        elif isinstance(value, int):
+            item[name] = Decimal(value)
+        else:
+            item[name] = value
+    return item
+
+
+# ----------------------------------------------------------------------------- Delta copies
+
+
+def write_kpi_copies(spark: SparkSession, warehouse: str, rows: KpiRows, batch_id: str) -> None:
+    """Replace the touched dates' partitions of kpis/order_kpis and kpis/category_kpis."""
+    if not rows.touched_dates:
+        return
+    dates = ", ".join(f"DATE'{d}'" for d in rows.touched_dates)
+    for name, schema, items in (
+        ("order_kpis", kpis.ORDER_KPIS_SCHEMA, rows.order_rows),
+        ("category_kpis", kpis.CATEGORY_KPIS_SCHEMA, rows.category_rows),
+    ):
+        full_schema = T.StructType([*schema.fields, T.StructField(UPDATED_BY_BATCH, T.StringType())])
+        data = [_delta_row(item, full_schema, batch_id) for item in items]
+        frame = spark.createDataFrame(data, full_schema)
+        (
+            frame.write.format("delta")
+            .mode("overwrite")
+            .option("replaceWhere", f"order_date IN ({dates})")
+            .partitionBy("order_date")
+            .save(to_spark_uri(join_uri(warehouse, KPIS_PREFIX, name)))
+        )
+
+
+def _delta_row(item: dict[str, Any], schema: T.StructType, batch_id: str) -> tuple[Any, ...]:
+    values = {**item, UPDATED_BY_BATCH: batch_id}
+    out = []
+    for f in schema.fields:
+        value = values[f.name]
+        if isinstance(f.dataType, T.DateType):
+            value = date.fromisoformat(value)
+        elif isinstance(f.dataType, T.LongType):
+            value = int(value)
+        out.append(value)
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+def run_transform(
+    spark: SparkSession,
+    settings: Settings,
+    batch: BatchInput,
+    warehouse: str | None = None,
+    sink: KpiSink | None = None,
+    *,
+    storage: Storage | None = None,
+) -> TransformResult:
+    warehouse = warehouse or default_warehouse(batch)
+    sink = sink or DynamoKpiSink(settings)
+    storage = storage or Storage(settings)
+    require_utc(spark)
+
+    rows = compute_kpi_rows(spark, load_validated(spark, warehouse), batch.batch_id)
+    write_kpi_copies(spark, warehouse, rows, batch.batch_id)
+    sink.write(rows, batch.batch_id)
+
+    result = TransformResult(
+        batch_id=batch.batch_id,
+        order_dates=list(rows.touched_dates),
+        category_kpi_rows=len(rows.category_rows),
+        order_kpi_rows=len(rows.order_rows),
+    )
+    # The AWS rendering of the state machine reads this document (runTask.sync has no output).
+    storage.write_text(
+        join_uri(warehouse, VALIDATION_OUTPUT_PREFIX, f"{batch.batch_id}.transform.json"),
+        result.model_dump_json(indent=2),
+    )
+    log.info(
+        "transform of %s: %d dates, %d order rows, %d category rows",
+        batch.batch_id,
+        len(rows.touched_dates),
+        len(rows.order_rows),
+        len(rows.category_rows),
+    )
+    return result
+

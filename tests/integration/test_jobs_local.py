@@ -1,0 +1,638 @@
+"""The Spark jobs end to end on local disk: real Spark (local[2]), real Delta files.
+
+Validated/quarantined rows are read back with the ``deltalake`` package (delta-rs), an
+independent reader. Expected KPIs are computed in this file with plain Python from the CSV
+rows the test wrote, not taken from the implementation.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("pyspark")
+deltalake = pytest.importorskip("deltalake")
+
+from pyspark.sql import SparkSession  # noqa: E402
+
+from cartflow.config import Settings  # noqa: E402
+from cartflow.jobs.transform import DynamoKpiSink, KpiRows, run_transform  # noqa: E402
+from cartflow.jobs.validate import run_validation  # noqa: E402
+from cartflow.models import BatchInput  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+DELTA_PACKAGE = "io.delta:delta-spark_4.2_2.13:4.4.0"
+MINISTACK_ENDPOINT = os.environ.get("CARTFLOW_TEST_MINISTACK", "http://127.0.0.1:4568")
+TIMINGS: dict[str, list[float]] = defaultdict(list)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[SparkSession]:
+    # Until session.build_spark's jar cache is filled in CI, tests resolve Delta via ivy.
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("cartflow-jobs-tests")
+        .config("spark.jars.packages", DELTA_PACKAGE)
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.catalogImplementation", "in-memory")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.databricks.delta.snapshotPartitions", "2")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.memory", "1g")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+    print("\njob wall times (s): " + ", ".join(f"{k}: {sorted(round(t, 1) for t in v)}" for k, v in TIMINGS.items()))
+
+
+@pytest.fixture()
+def settings() -> Settings:
+    return Settings(aws_endpoint_url=MINISTACK_ENDPOINT, bucket="cartflow-test")
+
+
+@dataclass
+class RecordingSink:
+    writes: list[KpiRows] = field(default_factory=list)
+
+    def write(self, rows: KpiRows, batch_id: str) -> None:
+        self.writes.append(rows)
+
+
+@dataclass
+class Lake:
+    """A warehouse under tmp_path plus helpers to write raw CSVs and run the jobs."""
+
+    root: Path
+    spark: SparkSession
+    settings: Settings
+
+    @property
+    def warehouse(self) -> str:
+        return self.root.joinpath("warehouse").as_uri()
+
+    def csv(self, name: str, header: list[str], rows: list[list[Any]]) -> str:
+        path = self.root / "raw" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            writer.writerows(rows)
+        return path.as_uri()
+
+    def text(self, name: str, content: str) -> str:
+        path = self.root / "raw" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+        return path.as_uri()
+
+    def batch(self, batch_id: str, **paths: list[str]) -> BatchInput:
+        return BatchInput(
+            batch_id=batch_id, group_key="g", bucket="cartflow-test", processing_date="2025-07-08", **paths
+        )
+
+    def validate(self, batch: BatchInput):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        result = run_validation(self.spark, self.settings, batch, self.warehouse)
+        TIMINGS["validate"].append(time.perf_counter() - started)
+        return result
+
+    def transform(self, batch: BatchInput, sink: Any = None):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        result = run_transform(self.spark, self.settings, batch, self.warehouse, sink=sink or RecordingSink())
+        TIMINGS["transform"].append(time.perf_counter() - started)
+        return result
+
+    def table(self, *parts: str) -> list[dict[str, Any]]:
+        # delta-rs's own query engine: no pyarrow needed (arro3 columns -> Python values).
+        dt = deltalake.DeltaTable(str(self.root.joinpath("warehouse", *parts)))
+        table = deltalake.QueryBuilder().register("t", dt).execute("SELECT * FROM t").read_all()
+        columns = {name: table.column(name).to_pylist() for name in table.column_names}
+        return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+    def has_table(self, *parts: str) -> bool:
+        return self.root.joinpath("warehouse", *parts, "_delta_log").is_dir()
+
+
+@pytest.fixture()
+def lake(tmp_path: Path, spark: SparkSession, settings: Settings) -> Lake:
+    return Lake(tmp_path, spark, settings)
+
+
+# ----------------------------------------------------------------------------- test data
+
+ORDERS_H = ["order_id", "user_id", "status", "gender", "created_at", "returned_at", "shipped_at", "delivered_at", "num_of_item"]
+ITEMS_H = ["id", "order_id", "user_id", "product_id", "inventory_item_id", "status", "created_at", "shipped_at", "delivered_at", "returned_at", "sale_price"]
+PRODUCTS_H = ["id", "cost", "category", "name", "brand", "retail_price", "department", "sku", "distribution_center_id"]
+LINES_H = ["order_id", "customer_id", "order_date", "category", "product_id", "quantity", "unit_price", "returned"]
+
+PRODUCTS = [
+    [1, "5.5", "Jeans", "J1", "Acme", "20", "Men", "s1", 1],
+    [2, "3", "Tops", "T1", "Acme", "10", "Women", "s2", 1],
+]
+ORDERS = [
+    [101, 1, "Complete", "M", "2025-07-06 10:00:00", "", "", "", 2],
+    [102, 2, "Returned", "F", "2025-07-06T23:30:00Z", "2025-07-08 10:00:00", "", "", 1],
+    [103, 1, "Cancelled", "M", "2025-07-06 12:00:00", "", "", "", 1],
+    [104, 3, "Shipped", "F", "2025-07-07 01:00:00+00:00", "", "", "", 2],
+    [105, 4, "Complete", "", "2025-07-07 22:00:00-05:00", "", "", "", 1],  # 2025-07-08 in UTC
+]
+ITEMS = [
+    [1, 101, 1, 1, "", "Complete", "2025-07-06 10:00:00", "", "", "", "19.99"],
+    [2, 101, 1, 2, "", "Returned", "2025-07-06 10:00:00", "", "", "2025-07-07 09:00:00", "10.005"],
+    [3, 102, 2, 2, "", "Shipped", "2025-07-06 23:30:00", "", "", "", "9.5"],
+    [4, 103, 1, 1, "", "Complete", "2025-07-06 12:00:00", "", "", "", "20"],
+    [5, 104, 3, 1, "", "Shipped", "2025-07-07 01:00:00", "", "", "", "15.125"],
+    [6, 104, 3, 2, "", "Cancelled", "2025-07-07 01:00:00", "", "", "", "8"],
+    [7, 105, 4, 2, "", "Complete", "2025-07-08 03:00:00", "", "", "", "12.345"],
+]
+LINES = [
+    ["ORD123", "CUST001", "2025-07-06", "Electronics", "PROD001", 2, "199.99", "false"],
+    ["ORD124", "CUST002", "2025-07-06", "Books", "PROD002", 1, "29.99", "true"],
+    ["ORD124", "CUST002", "2025-07-06", "Electronics", "PROD003", 3, "0.125", "false"],
+    ["ORD125", "CUST001", "2025-07-09", "Books", "PROD002", 1, "5.005", "FALSE"],
+]
+
+
+def three_table_batch(lake: Lake, batch_id: str, orders=ORDERS, items=ITEMS, products=PRODUCTS) -> BatchInput:  # type: ignore[no-untyped-def]
+    paths: dict[str, list[str]] = {}
+    if orders:
+        paths["orders_paths"] = [lake.csv(f"{batch_id}/orders.csv", ORDERS_H, orders)]
+    if items:
+        paths["order_items_paths"] = [lake.csv(f"{batch_id}/order_items.csv", ITEMS_H, items)]
+    if products:
+        paths["products_paths"] = [lake.csv(f"{batch_id}/products.csv", PRODUCTS_H, products)]
+    return lake.batch(batch_id, **paths)
+
+
+# ----------------------------------------------------------------------------- expected KPIs in plain Python
+
+
+def half_up(value: Decimal, places: int) -> Decimal:
+    return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+
+
+def utc_date(text: str) -> str:
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc).date().isoformat()
+
+
+def python_lines(orders=(), items=(), products=(), flat=()) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """docs/kpis.md's order-lines relation from raw CSV rows (lists in the *_H column order)."""
+    order_by_id = {o[0]: dict(zip(ORDERS_H, o)) for o in orders}
+    category_by_product = {p[0]: p[2] for p in products}
+    lines = []
+    for raw in items:
+        item = dict(zip(ITEMS_H, raw))
+        order = order_by_id[item["order_id"]]
+        if "Cancelled" in (item["status"], order["status"]):
+            continue
+        lines.append(
+            {
+                "order": f"t:{item['order_id']}",
+                "customer": f"t:{order['user_id']}",
+                "date": utc_date(order["created_at"]),
+                "category": category_by_product[item["product_id"]],
+                "quantity": 1,
+                "revenue": Decimal(item["sale_price"]),
+                "returned": item["status"] == "Returned" or bool(item["returned_at"]) or order["status"] == "Returned",
+            }
+        )
+    for raw in flat:
+        line = dict(zip(LINES_H, raw))
+        lines.append(
+            {
+                "order": f"f:{line['order_id']}",
+                "customer": f"f:{line['customer_id']}",
+                "date": line["order_date"],
+                "category": line["category"],
+                "quantity": int(line["quantity"]),
+                "revenue": int(line["quantity"]) * Decimal(line["unit_price"]),
+                "returned": str(line["returned"]).lower() == "true",
+            }
+        )
+    return lines
+
+
+def python_order_kpis(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for day in sorted({l["date"] for l in lines}):
+        of_day = [l for l in lines if l["date"] == day]
+        orders = {l["order"] for l in of_day}
+        returned = {l["order"] for l in of_day if l["returned"]}
+        out[day] = {
+            "total_orders": len(orders),
+            "total_revenue": half_up(sum((l["revenue"] for l in of_day), Decimal(0)), 2),
+            "total_items_sold": sum(l["quantity"] for l in of_day),
+            "return_rate": half_up(Decimal(len(returned)) / Decimal(len(orders)), 4),
+            "unique_customers": len({l["customer"] for l in of_day}),
+        }
+    return out
+
+
+def python_category_kpis(lines: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    out = {}
+    for key in sorted({(l["category"], l["date"]) for l in lines}):
+        of_key = [l for l in lines if (l["category"], l["date"]) == key]
+        revenue = sum((l["revenue"] for l in of_key), Decimal(0))
+        orders = {l["order"] for l in of_key}
+        returned = {l["order"] for l in of_key if l["returned"]}
+        out[key] = {
+            "daily_revenue": half_up(revenue, 2),
+            "avg_order_value": half_up(revenue / len(orders), 2),
+            "avg_return_rate": half_up(Decimal(len(returned)) / len(orders), 4),
+        }
+    return out
+
+
+def order_kpis_by_date(rows: KpiRows) -> dict[str, dict[str, Any]]:
+    return {r["order_date"]: {k: v for k, v in r.items() if k != "order_date"} for r in rows.order_rows}
+
+
+def category_kpis_by_key(rows: KpiRows) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (r["category"], r["order_date"]): {k: v for k, v in r.items() if k not in ("category", "order_date")}
+        for r in rows.category_rows
+    }
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def test_valid_three_table_batch_lands_in_validated_delta(lake: Lake) -> None:
+    batch = three_table_batch(lake, "20250708T100000Z-a")
+    result = lake.validate(batch)
+
+    assert result.status == "passed", result.errors
+    assert result.shape == "tables"
+    assert {name: (t.input_rows, t.valid_rows, t.quarantined_rows) for name, t in result.tables.items()} == {
+        "orders": (5, 5, 0),
+        "order_items": (7, 7, 0),
+        "products": (2, 2, 0),
+    }
+    orders = {r["order_id"]: r for r in lake.table("validated", "orders")}
+    assert set(orders) == {101, 102, 103, 104, 105}
+    assert orders[102]["created_at"].isoformat().startswith("2025-07-06T23:30:00")
+    assert orders[105]["created_at"].isoformat().startswith("2025-07-08T03:00:00")  # -05:00 -> UTC
+    assert orders[101]["gender"] == "M" and orders[105]["gender"] is None
+    assert {r["batch_id"] for r in orders.values()} == {batch.batch_id}
+    assert {str(r["processing_date"]) for r in orders.values()} == {"2025-07-08"}
+    assert orders[101]["source_file"] == batch.orders_paths[0]
+    items = {r["id"]: r for r in lake.table("validated", "order_items")}
+    assert items[2]["sale_price"] == pytest.approx(10.005)
+    assert lake.table("quarantine", "orders") == []
+    # The result document is written next to the tables and equals the return value.
+    document = json.loads((lake.root / "warehouse" / "validation_output" / f"{batch.batch_id}.json").read_text())
+    assert document == json.loads(result.model_dump_json())
+
+
+def test_flat_batch_with_reordered_and_extra_columns(lake: Lake) -> None:
+    header = list(reversed(LINES_H)) + ["note"]
+    rows = [list(reversed(r)) + ["x"] for r in LINES]
+    batch = lake.batch("20250708T100000Z-f", order_lines_paths=[lake.csv("flat.csv", header, rows)])
+    result = lake.validate(batch)
+
+    assert result.status == "passed" and result.shape == "order_lines"
+    table = result.tables["order_lines"]
+    assert (table.input_rows, table.valid_rows, table.quarantined_rows) == (4, 4, 0)
+    assert table.reasons == {"warning: extra column 'note' ignored": 1}
+    stored = {(r["order_id"], r["product_id"]): r for r in lake.table("validated", "order_lines")}
+    assert stored[("ORD123", "PROD001")]["quantity"] == 2
+    assert stored[("ORD124", "PROD002")]["returned"] is True
+    assert stored[("ORD125", "PROD002")]["returned"] is False
+    assert str(stored[("ORD125", "PROD002")]["order_date"]) == "2025-07-09"
+    assert "note" not in stored[("ORD123", "PROD001")]
+
+
+def test_every_invalid_row_kind_gets_its_specific_reason(lake: Lake) -> None:
+    orders = [
+        [1, "", "Complete", "M", "2025-07-06 10:00:00", "", "", "", 1],  # required missing
+        [2, 1, "Complete", "M", "yesterday", "", "", "", 1],  # bad timestamp
+        [3, 1, "Lost", "X", "2025-07-06 10:00:00", "", "", "", 0],  # allowed x2 + below min
+        [4, 1, "Complete", "M", "2025-07-06 10:00:00", "", "", "", 1],  # duplicate key
+        [4, 1, "Complete", "M", "2025-07-06 10:00:00", "", "", "", 1],
+        [4, 1, "Complete", "M", "2025-07-06 10:00:00", "", "", "", 1],
+        [5, 1, "Complete", "M", "2025-07-06 10:00:00", "", "", "", "1.5"],  # not an int
+        [6, 1, "Complete", "M", "2025-07-06 10:00:00", "", "", "", 1],  # valid
+    ]
+    orders_uri = lake.csv("bad/orders.csv", ORDERS_H, orders)
+    # A malformed row (too many fields) appended by hand.
+    with Path(orders_uri.removeprefix("file://")).open("a") as fh:
+        fh.write("7,1,Complete,M,2025-07-06 10:00:00,,,,1,surplus\n")
+    items = [
+        [10, 6, 1, 1, "", "Complete", "2025-07-06 10:00:00", "", "", "", "5"],  # valid
+        [11, 999, 1, 1, "", "Complete", "2025-07-06 10:00:00", "", "", "", "5"],  # no such order
+        [12, 6, 1, 42, "", "Complete", "2025-07-06 10:00:00", "", "", "", "5"],  # no such product
+        [13, 1, 1, 1, "", "Complete", "2025-07-06 10:00:00", "", "", "", "5"],  # order 1 was quarantined
+        [14, 6, 1, 1, "", "Complete", "2025-07-06 10:00:00", "", "", "", "100000.5"],  # above max
+    ]
+    flat = [
+        ["bad id!", "C1", "2025-07-06", "Books", "P1", 1, "1", "true"],  # pattern
+        ["O2", "C1", "2025-7-6", "Books", "P1", 1, "1", "yes"],  # date + boolean
+        ["O3", "C1", "2025-07-06", "Books", "P1", 1, "NaN", "true"],  # not a double
+    ]
+    batch = lake.batch(
+        "20250708T100000Z-bad",
+        orders_paths=[orders_uri],
+        order_items_paths=[lake.csv("bad/items.csv", ITEMS_H, items)],
+        products_paths=[lake.csv("bad/products.csv", PRODUCTS_H, PRODUCTS)],
+        order_lines_paths=[lake.csv("bad/flat.csv", LINES_H, flat)],
+    )
+    result = lake.validate(batch)
+    assert result.status == "passed" and result.shape == "mixed"
+
+    reasons = {str(r["order_id"]): r["reasons"] for r in lake.table("quarantine", "orders") if r["order_id"] != "4"}
+    assert reasons["1"] == ["user_id: required value missing"]
+    assert reasons["2"] == ["created_at: not a valid timestamp: 'yesterday'"]
+    assert sorted(reasons["3"]) == sorted(
+        [
+            "status: not an allowed value: 'Lost' (allowed: Processing, Shipped, Complete, Cancelled, Returned)",
+            "gender: not an allowed value: 'X' (allowed: M, F)",
+            "num_of_item: below minimum 1: '0'",
+        ]
+    )
+    assert reasons["5"] == ["num_of_item: not a valid int: '1.5'"]
+    assert reasons["7"] == ["malformed row"]
+    duplicates = [r for r in lake.table("quarantine", "orders") if r["order_id"] == "4"]
+    assert [r["reasons"] for r in duplicates] == [["order_id: duplicate key (3 rows in batch)"]] * 3
+    malformed = next(r for r in lake.table("quarantine", "orders") if r["order_id"] == "7")
+    assert malformed["raw_record"].endswith("surplus") and malformed["reason"] == "malformed row"
+    assert [r["order_id"] for r in lake.table("validated", "orders")] == [6]
+
+    item_reasons = {r["id"]: r["reasons"] for r in lake.table("quarantine", "order_items")}
+    assert item_reasons == {
+        "11": ["order_id: no matching orders.order_id: '999'"],
+        "12": ["product_id: no matching products.id: '42'"],
+        "13": ["order_id: no matching orders.order_id: '1'"],
+        "14": ["sale_price: above maximum 100000: '100000.5'"],
+    }
+    flat_reasons = {r["order_id"]: r["reasons"] for r in lake.table("quarantine", "order_lines")}
+    assert flat_reasons["bad id!"] == ["order_id: does not match pattern ^[A-Za-z0-9_-]{1,64}$: 'bad id!'"]
+    assert sorted(flat_reasons["O2"]) == ["order_date: not a valid date: '2025-7-6'", "returned: not a valid boolean: 'yes'"]
+    assert flat_reasons["O3"] == ["unit_price: not a valid double: 'NaN'"]
+
+    histogram = result.tables["orders"].reasons
+    assert histogram["order_id: duplicate key"] == 3
+    assert histogram["malformed row"] == 1
+    assert histogram["num_of_item: below minimum 1"] == 1
+    assert result.tables["orders"].quarantined_rows == 8 and result.tables["orders"].valid_rows == 1
+    assert result.tables["order_items"].reasons["order_id: no matching orders.order_id"] == 2
+
+
+def test_structurally_broken_files_fail_the_batch_without_delta_writes(lake: Lake) -> None:
+    batch = lake.batch(
+        "20250708T100000Z-broken",
+        orders_paths=[lake.csv("s/orders.csv", ORDERS_H[:-2], [])],
+        order_items_paths=[lake.text("s/empty.csv", "")],
+        products_paths=[lake.root.joinpath("raw/s/nope.csv").as_uri(), lake.csv("s/products.csv", PRODUCTS_H, PRODUCTS)],
+    )
+    result = lake.validate(batch)
+
+    assert result.status == "failed"
+    assert len(result.errors) == 3
+    assert any("orders.csv" in e and "missing column(s) delivered_at, num_of_item" in e for e in result.errors)
+    assert any("empty.csv" in e and "empty" in e for e in result.errors)
+    assert any("nope.csv" in e and "does not exist" in e for e in result.errors)
+    assert not lake.has_table("validated", "products")
+    assert not lake.has_table("quarantine", "orders")
+    assert json.loads(Path(result.result_uri.removeprefix("file://")).read_text())["status"] == "failed"
+
+
+def test_references_resolve_against_previously_validated_batches(lake: Lake) -> None:
+    first = three_table_batch(lake, "20250708T100000Z-1", items=[])
+    assert lake.validate(first).status == "passed"
+
+    second = three_table_batch(lake, "20250708T110000Z-2", orders=[], products=[])
+    result = lake.validate(second)
+
+    assert result.tables["order_items"].valid_rows == len(ITEMS)
+    assert result.tables["order_items"].quarantined_rows == 0
+
+
+def test_replaying_a_batch_replaces_its_rows(lake: Lake) -> None:
+    batch = three_table_batch(lake, "20250708T100000Z-r")
+    other = lake.batch(
+        "20250708T120000Z-other", order_lines_paths=[lake.csv("other.csv", LINES_H, LINES[:1] + [["x y"] + LINES[1][1:]])]
+    )
+    lake.validate(batch)
+    lake.validate(other)
+    first_counts = (len(lake.table("validated", "orders")), len(lake.table("validated", "order_items")))
+
+    replay = lake.validate(batch)
+
+    assert replay.tables["orders"].valid_rows == len(ORDERS)
+    assert (len(lake.table("validated", "orders")), len(lake.table("validated", "order_items"))) == first_counts
+    assert len(lake.table("validated", "order_lines")) == 1 and len(lake.table("quarantine", "order_lines")) == 1
+
+
+# ----------------------------------------------------------------------------- transformation
+
+
+def test_kpis_match_a_plain_python_computation(lake: Lake) -> None:
+    tables = three_table_batch(lake, "20250708T100000Z-t")
+    flat = lake.batch("20250708T110000Z-f", order_lines_paths=[lake.csv("flat.csv", LINES_H, LINES)])
+    sink = RecordingSink()
+
+    lake.validate(tables)
+    first = lake.transform(tables, sink)
+    lake.validate(flat)
+    second = lake.transform(flat, sink)
+
+    three_table = python_lines(ORDERS, ITEMS, PRODUCTS)
+    everything = python_lines(ORDERS, ITEMS, PRODUCTS, LINES)
+    assert first.order_dates == ["2025-07-06", "2025-07-07", "2025-07-08"]
+    assert order_kpis_by_date(sink.writes[0]) == python_order_kpis(three_table)
+    assert category_kpis_by_key(sink.writes[0]) == python_category_kpis(three_table)
+    # The flat batch touches 07-06 (shared with the three-table orders) and 07-09 only.
+    assert second.order_dates == ["2025-07-06", "2025-07-09"]
+    expected = python_order_kpis(everything)
+    assert order_kpis_by_date(sink.writes[1]) == {d: expected[d] for d in second.order_dates}
+    expected_categories = python_category_kpis(everything)
+    assert category_kpis_by_key(sink.writes[1]) == {
+        k: v for k, v in expected_categories.items() if k[1] in second.order_dates
+    }
+    # Sanity of the hand-made data: namespacing keeps flat ORD124 and t:... apart, rounding is half-up.
+    assert expected["2025-07-06"]["total_orders"] == 4
+    assert all(isinstance(v, Decimal) for r in sink.writes[1].order_rows for k, v in r.items() if k != "order_date")
+
+    delta_orders = {str(r["order_date"]): r for r in lake.table("kpis", "order_kpis")}
+    assert delta_orders["2025-07-07"]["updated_by_batch"] == tables.batch_id  # untouched by the flat batch
+    assert delta_orders["2025-07-06"]["updated_by_batch"] == flat.batch_id
+    assert delta_orders["2025-07-06"]["total_revenue"] == expected["2025-07-06"]["total_revenue"]
+
+
+def test_replay_is_identical_and_a_later_batch_corrects_its_date(lake: Lake) -> None:
+    first = three_table_batch(lake, "20250708T100000Z-a")
+    lake.validate(first)
+    sink = RecordingSink()
+    lake.transform(first, sink)
+    lake.transform(first, sink)
+    assert sink.writes[0] == sink.writes[1]
+    delta_before = sorted(lake.table("kpis", "category_kpis"), key=lambda r: (r["category"], str(r["order_date"])))
+
+    # Order 104 (2025-07-07) becomes Returned; item 5 moves to product 2 whose category changes.
+    orders_v2 = [[104, 3, "Returned", "F", "2025-07-07 01:00:00", "", "", "", 2]]
+    products_v2 = [[2, "3", "Shirts", "T1", "Acme", "10", "Women", "s2", 1]]
+    second = three_table_batch(lake, "20250708T120000Z-b", orders=orders_v2, items=[], products=products_v2)
+    assert lake.validate(second).status == "passed"
+    result = lake.transform(second, sink)
+
+    # Product 2 is sold on 07-06 and 07-08 (item 6 on 07-07 is cancelled but still touches it).
+    assert result.order_dates == ["2025-07-06", "2025-07-07", "2025-07-08"]
+    current_orders = [o for o in ORDERS if o[0] != 104] + orders_v2
+    expected_lines = python_lines(current_orders, ITEMS, products_v2 + PRODUCTS[:1])
+    assert order_kpis_by_date(sink.writes[2]) == python_order_kpis(expected_lines)
+    assert category_kpis_by_key(sink.writes[2]) == python_category_kpis(expected_lines)
+    assert order_kpis_by_date(sink.writes[2])["2025-07-07"]["return_rate"] == Decimal("1.0000")
+    # The Tops rows are gone from the Delta copy, replaced by Shirts.
+    categories = {(r["category"], str(r["order_date"])) for r in lake.table("kpis", "category_kpis")}
+    assert ("Tops", "2025-07-06") not in categories and ("Shirts", "2025-07-06") in categories
+    assert len(delta_before) == 4
+
+
+def test_untouched_dates_are_not_rewritten(lake: Lake) -> None:
+    first = three_table_batch(lake, "20250708T100000Z-a")
+    lake.validate(first)
+    lake.transform(first)
+    late_item = [[8, 101, 1, 1, "", "Complete", "2025-07-06 10:00:00", "", "", "", "1.00"]]
+    second = three_table_batch(lake, "20250708T130000Z-b", orders=[], items=late_item, products=[])
+    lake.validate(second)
+    sink = RecordingSink()
+
+    result = lake.transform(second, sink)
+
+    assert result.order_dates == ["2025-07-06"]
+    assert [r["order_date"] for r in sink.writes[0].order_rows] == ["2025-07-06"]
+    by_date = {str(r["order_date"]): r["updated_by_batch"] for r in lake.table("kpis", "order_kpis")}
+    assert by_date == {"2025-07-06": second.batch_id, "2025-07-07": first.batch_id, "2025-07-08": first.batch_id}
+
+
+# ----------------------------------------------------------------------------- DynamoDB sink (MiniStack)
+
+
+def _ministack_up() -> bool:
+    host, port = MINISTACK_ENDPOINT.removeprefix("http://").split(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture()
+def dynamo_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    if not _ministack_up():
+        pytest.skip(f"MiniStack not running at {MINISTACK_ENDPOINT}")
+    for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    suffix = uuid.uuid4().hex[:8]
+    settings = Settings(
+        aws_endpoint_url=MINISTACK_ENDPOINT,
+        category_kpis_table=f"CategoryKPIs-{suffix}",
+        order_kpis_table=f"OrderKPIs-{suffix}",
+    )
+    from cartflow.aws import AwsClients
+
+    ddb = AwsClients(settings).dynamodb
+    ddb.create_table(
+        TableName=settings.category_kpis_table,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "category", "AttributeType": "S"},
+            {"AttributeName": "order_date", "AttributeType": "S"},
+        ],
+        KeySchema=[{"AttributeName": "category", "KeyType": "HASH"}, {"AttributeName": "order_date", "KeyType": "RANGE"}],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "by_order_date",
+                "KeySchema": [
+                    {"AttributeName": "order_date", "KeyType": "HASH"},
+                    {"AttributeName": "category", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+        ],
+    )
+    ddb.create_table(
+        TableName=settings.order_kpis_table,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "order_date", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "order_date", "KeyType": "HASH"}],
+    )
+    return settings
+
+
+def test_dynamodb_sink_puts_full_items_and_deletes_vanished_categories(lake: Lake, dynamo_settings: Settings) -> None:
+    from cartflow.aws import AwsClients
+
+    lake.settings = dynamo_settings
+    sink = DynamoKpiSink(dynamo_settings)
+    first = three_table_batch(lake, "20250708T100000Z-a")
+    lake.validate(first)
+    lake.transform(first, sink)
+    resource = AwsClients(dynamo_settings).ddb_resource
+    orders_table = resource.Table(dynamo_settings.order_kpis_table)
+    categories_table = resource.Table(dynamo_settings.category_kpis_table)
+
+    expected = python_order_kpis(python_lines(ORDERS, ITEMS, PRODUCTS))
+    item = orders_table.get_item(Key={"order_date": "2025-07-06"})["Item"]
+    assert item == {"order_date": "2025-07-06", **expected["2025-07-06"], "updated_by_batch": first.batch_id}
+    assert {i["category"] for i in categories_table.scan()["Items"] if i["order_date"] == "2025-07-06"} == {"Jeans", "Tops"}
+
+    # Product 2 changes category: Tops rows of its dates must disappear, Shirts appear.
+    products_v2 = [[2, "3", "Shirts", "T1", "Acme", "10", "Women", "s2", 1]]
+    second = three_table_batch(lake, "20250708T120000Z-b", orders=[], items=[], products=products_v2)
+    lake.validate(second)
+    lake.transform(second, sink)
+
+    rows = {(i["category"], i["order_date"]): i for i in categories_table.scan()["Items"]}
+    assert not any(category == "Tops" for category, _ in rows)
+    assert rows[("Shirts", "2025-07-06")]["updated_by_batch"] == second.batch_id
+    assert rows[("Jeans", "2025-07-06")]["updated_by_batch"] == second.batch_id
+    # 07-07 is touched too (through a cancelled Tops item) and keeps only its Jeans row.
+    assert [c for c, d in rows if d == "2025-07-07"] == ["Jeans"]
+    assert rows[("Jeans", "2025-07-07")]["updated_by_batch"] == second.batch_id
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["validate", "--batch", "{not json"], "not JSON"),
+        (["validate", "--batch", '{"batch_id": "x"}'], "not a valid BatchInput"),
+        (["transform", "--batch-file", "/nonexistent/batch.json"], "cannot read --batch-file"),
+        (["compact", "--batch", "{}"], "invalid choice"),
+        (["validate"], "one of the arguments --batch --batch-file is required"),
+    ],
+)
+def test_cli_rejects_bad_input_with_exit_2(args: list[str], message: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "cartflow.jobs", *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
