@@ -281,7 +281,7 @@ def column_rules(column: Column) -> list[Rule]:
         rule = f"{name}: above maximum {_number(column.max)}"
         rules.append(Rule(typed > F.lit(column.max), rule, F.concat(F.lit(f"{rule}: "), _shown(raw))))
     if column.allowed is not None:
-        rule = f"{name}: not an allowed value"
+        rule = f"{name}: value not allowed"
         allowed = ", ".join(column.allowed)
         rules.append(
             Rule(
@@ -358,7 +358,7 @@ def check_rows(
         frame = frame.join(keys, F.col(ref.column) == F.col(f"_ref_key_{ref.column}"), "left").drop(
             f"_ref_key_{ref.column}"
         )
-        rule = f"{ref.column}: no matching {ref.dataset}.{ref.key}"
+        rule = f"{ref.column}: no such {ref.dataset}"
         rules.append(
             Rule(
                 F.col(ref.column).isNotNull() & F.col(found).isNull(),

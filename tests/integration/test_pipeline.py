@@ -89,7 +89,12 @@ def delta_rows(deps, table: str):  # type: ignore[no-untyped-def]
         "AWS_ALLOW_HTTP": "true",
         "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
     }
-    return DeltaTable(f"s3://{s.bucket}/{table}", storage_options=opts).to_pyarrow_table().to_pylist()
+    from deltalake import QueryBuilder
+
+    dt = DeltaTable(f"s3://{s.bucket}/{table}", storage_options=opts)
+    batch = QueryBuilder().register("t", dt).execute("SELECT * FROM t").read_all()
+    columns = {name: batch.column(name).to_pylist() for name in batch.column_names}
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]
 
 
 def raw_keys(deps, prefix: str) -> set[str]:  # type: ignore[no-untyped-def]
