@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     spark_master: str = "local[*]"
     spark_driver_memory: str = "1g"
     spark_shuffle_partitions: int = Field(default=4, ge=1)
+    # Client mode against a cluster (compose): executors connect back to the driver.
+    spark_driver_host: str | None = None
+    spark_driver_bind_address: str | None = None
+    spark_driver_port: int | None = Field(default=None, ge=1024, le=65535)
+    spark_block_manager_port: int | None = Field(default=None, ge=1024, le=65535)
     jars_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "cartflow" / "jars")
     # Local runners keep stream checkpoints and liveness files here.
     state_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "cartflow" / "state")

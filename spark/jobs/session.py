@@ -80,11 +80,24 @@ def spark_conf(settings: Settings, jars: list[Path]) -> dict[str, str]:
     if settings.spark_master.startswith("local"):
         # One JVM: skip the hostname/interface lookup (and its loopback warning).
         conf |= {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
+    else:
+        conf |= _driver_network_conf(settings)
     if settings.aws_endpoint_url:
         conf |= _emulator_s3a_conf(settings.aws_endpoint_url)
     # Delta on s3a uses S3SingleDriverLogStore by default: safe while one driver at a time
     # writes a given table; concurrent writers from several drivers would need a DynamoDB LogStore.
     return conf
+
+
+def _driver_network_conf(settings: Settings) -> dict[str, str]:
+    """Where executors on other hosts reach the driver (fixed ports so they can be published)."""
+    wanted = {
+        "spark.driver.host": settings.spark_driver_host,
+        "spark.driver.bindAddress": settings.spark_driver_bind_address,
+        "spark.driver.port": settings.spark_driver_port,
+        "spark.blockManager.port": settings.spark_block_manager_port,
+    }
+    return {k: str(v) for k, v in wanted.items() if v is not None}
 
 
 def _emulator_s3a_conf(endpoint: str) -> dict[str, str]:
