@@ -255,6 +255,14 @@ class SparkRunner:
                     self._spark = None  # rebuilt on the next task
                 return JOB_FAILED, exc
 
+    def warm_up(self) -> None:
+        """Build the SparkSession before the first task arrives (JVM start is the slow part)."""
+        with self._run_lock:
+            try:
+                self._session()
+            except Exception:  # the first task retries the build and reports the error
+                log.exception("warming up the SparkSession failed")
+
     def _session(self) -> Any:
         # Called under _run_lock; a failed build leaves None so the next task tries again.
         if self._spark is None:
@@ -327,6 +335,7 @@ def run_forever(settings: Settings) -> None:
 
     runner = SparkRunner(settings, AwsClients(settings).sfn)
     _install_signal_handlers(runner)
+    threading.Thread(target=runner.warm_up, name="spark-warm-up", daemon=True).start()
     try:
         runner.run_forever()
     finally:

@@ -19,7 +19,7 @@ from typing import IO
 
 from cartflow.aws import AwsClients
 from cartflow.config import Settings
-from cartflow.local.emulator import EmulatorProcess, is_healthy, start_emulator
+from cartflow.local.emulator import EmulatorProcess, free_port, is_healthy, port_is_free, start_emulator
 from cartflow.resources import apply_resources
 
 COMPONENTS = ("ingest", "stream-trigger", "debouncer", "controller", "spark-runner")
@@ -51,7 +51,8 @@ class EmbeddedStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         endpoint = self.settings.aws_endpoint_url
         if endpoint is None or not is_healthy(endpoint):
-            self.emulator = start_emulator(self.settings, log_dir=self.log_dir)
+            port = self.settings.emulator_port if port_is_free(self.settings.emulator_port) else free_port()
+            self.emulator = start_emulator(self.settings, port=port, log_dir=self.log_dir)
             self.settings = self.settings.model_copy(update={"aws_endpoint_url": self.emulator.endpoint})
         apply_resources(self.settings, AwsClients(self.settings))
         env = {**os.environ, **settings_env(self.settings)}
