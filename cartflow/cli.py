@@ -20,6 +20,12 @@ from cartflow.config import Settings, get_settings
 app = typer.Typer(help="cartflow: event-driven e-commerce data pipeline", no_args_is_help=True, add_completion=False)
 resources_app = typer.Typer(help="The resource spec", no_args_is_help=True)
 app.add_typer(resources_app, name="resources")
+try:  # `cartflow images ...` needs the docker SDK (extra [release]); the runtime images don't
+    from cartflow.images import images_app
+
+    app.add_typer(images_app, name="images")
+except ImportError:  # pragma: no cover - minimal installs
+    pass
 console = Console()
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
