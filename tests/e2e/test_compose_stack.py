@@ -12,7 +12,6 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 import boto3
@@ -21,7 +20,8 @@ from boto3.dynamodb.types import TypeDeserializer
 
 from tests.conftest import FIXTURES, REPO
 from tests.e2e.conftest import idle_memory, record_metric, wait_healthy
-from tests.oracle import batch_from_dir, expected_table_state
+from tests.kpi_check import assert_kpis_equal_oracle
+from tests.oracle import batch_from_dir
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
@@ -80,14 +80,6 @@ def scan(ddb: Any, table: str) -> list[dict[str, Any]]:
     return items
 
 
-def as_plain(rows: list[dict[str, Any]], key: tuple[str, ...]) -> dict[Any, dict[str, Decimal]]:
-    out = {}
-    for r in rows:
-        k = tuple(r[c] for c in key) if len(key) > 1 else r[key[0]]
-        out[k] = {c: Decimal(str(v)) for c, v in r.items() if isinstance(v, Decimal | int | float) and c not in key}
-    return out
-
-
 def wait_for(predicate: Any, timeout: float, what: str, stack: dict[str, Any], interval: float = 2.0) -> Any:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -120,18 +112,8 @@ def test_seeded_fixtures_reach_kpis_equal_to_the_oracle(stack: dict[str, Any], a
     record_metric("up_to_kpis_seconds", round(time.monotonic() - stack["t_up"], 1))
     assert sum(len(c["file_paths"]) for c in done) == n_files
 
-    want_orders, want_cats = expected_table_state([batch_from_dir(FIXTURES / "valid")], skip_failed=True)
-    got_orders = as_plain(scan(aws["dynamodb"], ORDER_KPIS), ("order_date",))
-    got_cats = as_plain(scan(aws["dynamodb"], CATEGORY_KPIS), ("category", "order_date"))
-    assert want_orders and want_cats, "the oracle expects KPIs for fixtures/valid"
-    assert set(got_orders) == set(want_orders)
-    assert set(got_cats) == set(want_cats)
-    for d, want in want_orders.items():
-        for attr, value in want.items():
-            assert got_orders[d][attr] == Decimal(str(value)), (d, attr, got_orders[d])
-    for k, want in want_cats.items():
-        for attr, value in want.items():
-            assert got_cats[k][attr] == Decimal(str(value)), (k, attr, got_cats[k])
+    assert_kpis_equal_oracle(scan(aws["dynamodb"], ORDER_KPIS), scan(aws["dynamodb"], CATEGORY_KPIS),
+                             [batch_from_dir(FIXTURES / "valid")])
 
     # Idle footprint of the whole stack after one batch (JVMs warmed up).
     record_metric("idle_memory", idle_memory(stack["docker"], stack["project"]))

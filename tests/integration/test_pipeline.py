@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from decimal import Decimal
-from typing import Any
 
 import pytest
 import yaml
@@ -19,7 +17,8 @@ import yaml
 from cartflow.local.stack import EmbeddedStack
 from cartflow.views import batches, category_kpis, files, order_kpis, upload_dir
 from tests.conftest import FIXTURES, subscribe_queue
-from tests.oracle import batch_from_dir, expected_table_state
+from tests.kpi_check import assert_kpis_equal_oracle as check_kpis
+from tests.oracle import batch_from_dir
 
 pytestmark = pytest.mark.integration
 
@@ -61,26 +60,8 @@ def settle(deps, stack, n_files: int, timeout: float = 420) -> float:  # type: i
     raise AssertionError(f"not settled after {timeout}s: {[(f.s3_path, f.state) for f in files(deps)]}")
 
 
-def as_plain(rows: list[dict[str, Any]], key: tuple[str, ...]) -> dict[Any, dict[str, Decimal]]:
-    out = {}
-    for r in rows:
-        k = tuple(r[c] for c in key) if len(key) > 1 else r[key[0]]
-        out[k] = {c: Decimal(str(v)) for c, v in r.items() if isinstance(v, Decimal | int | float) and c not in key}
-    return out
-
-
 def assert_kpis_equal_oracle(deps, batches_in_order) -> None:  # type: ignore[no-untyped-def]
-    want_orders, want_cats = expected_table_state(batches_in_order, skip_failed=True)
-    got_orders = as_plain(order_kpis(deps), ("order_date",))
-    got_cats = as_plain(category_kpis(deps), ("category", "order_date"))
-    assert set(got_orders) == set(want_orders)
-    assert set(got_cats) == set(want_cats)
-    for d, want in want_orders.items():
-        for attr, value in want.items():
-            assert got_orders[d][attr] == Decimal(str(value)), (d, attr)
-    for k, want in want_cats.items():
-        for attr, value in want.items():
-            assert got_cats[k][attr] == Decimal(str(value)), (k, attr)
+    check_kpis(order_kpis(deps), category_kpis(deps), batches_in_order)
 
 
 def delta_rows(deps, table: str):  # type: ignore[no-untyped-def]
