@@ -23,6 +23,12 @@ class AwsClients:
 
     def __post_init__(self) -> None:
         self._session = boto3.session.Session(region_name=self.settings.region)
+        if self.settings.aws_endpoint_url and self._session.get_credentials() is None:
+            # An emulator accepts any key; "test" is its documented dummy. Real AWS
+            # (no endpoint) never gets here: there a missing credential stays an error.
+            self._session = boto3.session.Session(
+                region_name=self.settings.region, aws_access_key_id="test", aws_secret_access_key="test"
+            )
 
     def client(self, service: str) -> Any:
         return self._session.client(
