@@ -47,7 +47,7 @@ def batches_table(deps: Any) -> Table:
 
     t = Table(title="batches")
     for col in ("batch_id", "status", "files", "execution", "error"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     colors = {"done": "green", "failed": "red", "processing": "yellow", "pending": "cyan"}
     for c in batches(deps):
         t.add_row(c.batch_id, f"[{colors.get(c.status, 'white')}]{c.status}", str(len(c.file_paths)),
@@ -58,11 +58,12 @@ def batches_table(deps: Any) -> Table:
 def files_table(deps: Any) -> Table:
     from cartflow.views import files
 
-    t = Table(title="raw files")
-    for col in ("s3_path", "state", "batch_id", "reason"):
-        t.add_column(col)
+    t = Table(title=f"raw files (s3://{deps.settings.bucket}/)")
+    for col in ("key", "state", "batch_id", "reason"):
+        t.add_column(col, overflow="fold")
     for f in files(deps):
-        t.add_row(f.s3_path, f.state, f.batch_id or "", (f.reason or "")[:70])
+        key = f.s3_path.split("/", 3)[-1]
+        t.add_row(key, f.state, f.batch_id or "", f.reason or "")
     return t
 
 
