@@ -248,8 +248,14 @@ def typed_value(column: Column) -> SparkColumn:
     value = _trimmed(column.name)
     if column.type == "string":
         return value
-    if column.type in ("int", "long", "timestamp"):
+    if column.type in ("int", "long"):
         return F.expr(f"try_cast(trim({_RAW}.{column.name}) AS {_SQL_TYPES[column.type]})")
+    if column.type == "timestamp":
+        # A time part is required: a bare date would silently become midnight.
+        return F.when(
+            value.rlike(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}"),
+            F.expr(f"try_cast(trim({_RAW}.{column.name}) AS timestamp)"),
+        )
     if column.type == "double":
         number = F.expr(f"try_cast(trim({_RAW}.{column.name}) AS double)")
         # NaN/Infinity parse as doubles but are not amounts.

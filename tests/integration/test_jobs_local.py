@@ -335,6 +335,7 @@ def test_every_invalid_row_kind_gets_its_specific_reason(lake: Lake) -> None:
         [12, 6, 1, 42, "", "Complete", "2025-07-06 10:00:00", "", "", "", "5"],  # no such product
         [13, 1, 1, 1, "", "Complete", "2025-07-06 10:00:00", "", "", "", "5"],  # order 1 was quarantined
         [14, 6, 1, 1, "", "Complete", "2025-07-06 10:00:00", "", "", "", "100000.5"],  # above max
+        [15, 6, 1, 1, "", "Complete", "2025-07-06", "", "", "", "5"],  # timestamp without a time
     ]
     flat = [
         ["bad id!", "C1", "2025-07-06", "Books", "P1", 1, "1", "true"],  # pattern
@@ -375,6 +376,7 @@ def test_every_invalid_row_kind_gets_its_specific_reason(lake: Lake) -> None:
         "12": ["product_id: no such products: '42'"],
         "13": ["order_id: no such orders: '1'"],
         "14": ["sale_price: above maximum 100000: '100000.5'"],
+        "15": ["created_at: not a valid timestamp: '2025-07-06'"],
     }
     flat_reasons = {r["order_id"]: r["reasons"] for r in lake.table("quarantine", "order_lines")}
     assert flat_reasons["bad id!"] == ["order_id: does not match pattern ^[A-Za-z0-9_-]{1,64}$: 'bad id!'"]
