@@ -126,6 +126,15 @@ def resources_apply() -> None:
         console.print(f"{name} -> {ref}")
 
 
+@resources_app.command("iam")
+def resources_iam(principal: Annotated[list[str] | None, typer.Argument(help="e.g. ingest spark-job")] = None) -> None:
+    """Print the least-privilege IAM policy of each principal, derived from the resource spec."""
+    from cartflow.resources.iam import policies
+
+    docs = policies(get_settings().spec_values())
+    sys.stdout.write(json.dumps({k: v for k, v in docs.items() if not principal or k in principal}, indent=2) + "\n")
+
+
 @app.command("render-state-machine")
 def render_state_machine(target: Annotated[str, typer.Option(help="local | aws")] = "local") -> None:
     """Print the state machine definition for a target (activity ARNs derived from settings)."""
