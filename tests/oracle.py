@@ -368,7 +368,8 @@ class Oracle:
         orders: its created_at date, and the old version's date when it moved.
         order_items: the date of its order (new and old version), orders taken latest-wins.
         order_lines: its order_date, and the old version's date.
-        products: none (a product row carries no order_date).
+        products: every date on which an item of that product was ordered (its category
+                  feeds CategoryKPIs), items and orders taken latest-wins.
         """
         sql = f"""
         WITH orders_now AS (
@@ -386,6 +387,13 @@ class Oracle:
             UNION ALL
             SELECT CAST(o.created_at AS DATE) FROM state_order_items s
                 JOIN ok_{i}_order_items n USING (id) JOIN orders_now o ON o.order_id = s.order_id
+            UNION ALL
+            SELECT CAST(o.created_at AS DATE) FROM ok_{i}_products p
+                JOIN (SELECT id, product_id, order_id FROM ok_{i}_order_items
+                      UNION ALL
+                      SELECT id, product_id, order_id FROM state_order_items
+                      WHERE id NOT IN (SELECT id FROM ok_{i}_order_items)) it ON it.product_id = p.id
+                JOIN orders_now o ON o.order_id = it.order_id
             UNION ALL
             SELECT order_date FROM ok_{i}_order_lines
             UNION ALL
