@@ -140,6 +140,18 @@ def test_invalid_rows_are_quarantined_with_reasons_and_the_batch_completes(deps,
     assert_kpis_equal_oracle(deps, [batch_from_dir(FIXTURES / "valid"), batch_from_dir(FIXTURES / "invalid")])
 
 
+def test_a_products_only_batch_moves_category_kpis_of_every_date_it_touches(deps, stack) -> None:  # type: ignore[no-untyped-def]
+    known = len(files(deps))
+    keys = upload_dir(deps, FIXTURES / "recategorize")
+    settle(deps, stack, known + len(keys))
+    assert batches(deps)[-1].status == "done"
+    assert any(r["category"] == "Denim" for r in category_kpis(deps))
+    assert_kpis_equal_oracle(
+        deps,
+        [batch_from_dir(FIXTURES / d) for d in ("valid", "invalid", "recategorize")],
+    )
+
+
 def test_structurally_broken_file_fails_the_batch_with_a_notice_and_is_not_archived(deps, stack, failure_queue) -> None:  # type: ignore[no-untyped-def]
     before = {b.batch_id for b in batches(deps)}
     known = len(files(deps))
