@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     spark_master: str = "local[*]"
     spark_driver_memory: str = "1g"
     spark_shuffle_partitions: int = Field(default=4, ge=1)
+    # Off for per-batch sized inputs (see spark/jobs/session.py); turn on for large backfills.
+    spark_adaptive_execution: bool = False
     # Client mode against a cluster (compose): executors connect back to the driver.
     spark_driver_host: str | None = None
     spark_driver_bind_address: str | None = None

@@ -74,6 +74,10 @@ def spark_conf(settings: Settings, jars: list[Path]) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         # Delta replays its log with 50 tasks by default: far too many for per-batch tables.
         "spark.databricks.delta.snapshotPartitions": str(settings.spark_shuffle_partitions),
+        # Per-batch inputs are small: adaptive execution turns every shuffle of every action
+        # (and of Delta's own log-replay queries) into a separately planned Spark job, a
+        # fixed cost per batch that dwarfs the work. Static plans: one job per action.
+        "spark.sql.adaptive.enabled": str(settings.spark_adaptive_execution).lower(),
         "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "spark.hadoop.fs.s3a.endpoint.region": settings.region,
     }
