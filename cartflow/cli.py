@@ -30,7 +30,6 @@ console = Console()
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "fixtures"
-TERMINAL_FILE_STATES = {"archived", "failed (kept in raw/)", "rejected"}
 
 
 def _deps(settings: Settings | None = None) -> Any:
@@ -201,16 +200,14 @@ def generate(
 
 def wait_until_settled(deps: Any, expected_files: int, stack: Any, timeout: float, live: Live | None) -> bool:
     """Until every uploaded file reached a terminal state and no batch is in flight."""
-    from cartflow.views import batches, files
+    from cartflow.views import is_settled
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         stack.check_alive()
-        fs = files(deps)
         if live is not None:
             live.update(batches_table(deps))
-        settled = len(fs) >= expected_files and all(f.state in TERMINAL_FILE_STATES for f in fs)
-        if settled and all(b.status in ("done", "failed") for b in batches(deps)):
+        if is_settled(deps, expected_files):
             return True
         time.sleep(0.5)
     return False

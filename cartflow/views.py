@@ -8,7 +8,7 @@ from typing import Any
 
 from cartflow.models import RAW_PREFIX, BatchStatus
 from cartflow.services.batches import BatchTable, Chunk
-from cartflow.services.deps import Deps, from_ddb
+from cartflow.services.deps import Deps, scan_items
 
 # Terminal state of a raw file, derived from its event and its batch (one source of truth each).
 FILE_STATE = {
@@ -17,6 +17,9 @@ FILE_STATE = {
     BatchStatus.DONE.value: "archived",
     BatchStatus.FAILED.value: "failed (kept in raw/)",
 }
+
+
+TERMINAL_FILE_STATES = frozenset({"archived", "failed (kept in raw/)", "rejected"})
 
 
 @dataclass(frozen=True)
@@ -29,18 +32,15 @@ class FileState:
 
 
 def scan(deps: Deps, table: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for page in deps.clients.dynamodb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
-        out.extend(from_ddb(i) for i in page["Items"])
-    return out
+    return scan_items(deps.clients.dynamodb, table)
 
 
 def batches(deps: Deps) -> list[Chunk]:
     return BatchTable(deps).all()
 
 
-def files(deps: Deps) -> list[FileState]:
-    chunks = {c.batch_id: c for c in batches(deps)}
+def files(deps: Deps, known_batches: list[Chunk] | None = None) -> list[FileState]:
+    chunks = {c.batch_id: c for c in (batches(deps) if known_batches is None else known_batches)}
     out = []
     for e in scan(deps, deps.settings.events_table):
         batch_id = e.get("batch_id")
@@ -53,6 +53,15 @@ def files(deps: Deps) -> list[FileState]:
             state, reason = "waiting (debounce)", None
         out.append(FileState(e["s3_path"], e["group_key"], state, batch_id, reason))
     return sorted(out, key=lambda f: (f.group_key, f.s3_path))
+
+
+def is_settled(deps: Deps, expected_files: int) -> bool:
+    """At least `expected_files` files seen, each in a terminal state, and no batch in flight."""
+    chunks = batches(deps)
+    fs = files(deps, chunks)
+    if len(fs) < expected_files or any(f.state not in TERMINAL_FILE_STATES for f in fs):
+        return False
+    return all(b.status in (BatchStatus.DONE.value, BatchStatus.FAILED.value) for b in chunks)
 
 
 def order_kpis(deps: Deps) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cartflow.models import BatchStatus
-from cartflow.services.deps import Deps, from_ddb, values
+from cartflow.services.deps import Deps, from_ddb, query_items, scan_items, values
 
 # The lock lives in the same table under a key no chunk can have (group keys are dates).
 LOCK_KEY = {"group_key": {"S": "#lock"}, "batch_id": {"S": "#inflight"}}
@@ -31,7 +31,10 @@ class Chunk:
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> "Chunk":
-        d = from_ddb(item)
+        return cls.from_dict(from_ddb(item))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Chunk":
         return cls(
             group_key=d["group_key"],
             batch_id=d["batch_id"],
@@ -58,23 +61,17 @@ class BatchTable:
     # ------------------------------------------------------------------ reads
     def by_status(self, status: BatchStatus, limit: int | None = None) -> list[Chunk]:
         """Chunks in a status, oldest first (GSI by_status: status / created_at)."""
-        kwargs: dict[str, Any] = {
-            "TableName": self.name,
-            "IndexName": STATUS_INDEX,
-            "KeyConditionExpression": "#s = :s",
-            "ExpressionAttributeNames": {"#s": "status"},
-            "ExpressionAttributeValues": values(s=status.value),
-            "ScanIndexForward": True,
-        }
-        out: list[Chunk] = []
-        while True:
-            if limit:
-                kwargs["Limit"] = limit - len(out)
-            page = self.ddb.query(**kwargs)
-            out.extend(Chunk.from_item(i) for i in page.get("Items", []))
-            if "LastEvaluatedKey" not in page or (limit and len(out) >= limit):
-                return out
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = query_items(
+            self.ddb,
+            limit,
+            TableName=self.name,
+            IndexName=STATUS_INDEX,
+            KeyConditionExpression="#s = :s",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=values(s=status.value),
+            ScanIndexForward=True,
+        )
+        return [Chunk.from_dict(d) for d in items]
 
     def get(self, group_key: str, batch_id: str) -> Chunk | None:
         item = self.ddb.get_item(
@@ -85,10 +82,8 @@ class BatchTable:
         return Chunk.from_item(item) if item else None
 
     def all(self) -> list[Chunk]:
-        out: list[Chunk] = []
-        for page in self.ddb.get_paginator("scan").paginate(TableName=self.name, ConsistentRead=True):
-            out.extend(Chunk.from_item(i) for i in page["Items"] if i["group_key"]["S"] != "#lock")
-        return sorted(out, key=lambda c: (c.created_at, c.batch_id))
+        chunks = [Chunk.from_dict(d) for d in scan_items(self.ddb, self.name) if d["group_key"] != "#lock"]
+        return sorted(chunks, key=lambda c: (c.created_at, c.batch_id))
 
     def lock_holder(self) -> tuple[str | None, int | None]:
         item = self.ddb.get_item(TableName=self.name, Key=LOCK_KEY, ConsistentRead=True).get("Item") or {}

@@ -69,13 +69,14 @@ def reconcile_processing(deps: Deps, table: BatchTable, chunk: Chunk, report: Co
 def control(deps: Deps) -> ControllerReport:
     table = BatchTable(deps)
     report = ControllerReport()
-    for chunk in table.by_status(BatchStatus.PROCESSING):
+    processing = table.by_status(BatchStatus.PROCESSING)
+    for chunk in processing:
         reconcile_processing(deps, table, chunk, report)
+    still_processing = {c.batch_id for c in processing} - set(report.finalized) - set(report.recovered)
     holder, acquired_at = table.lock_holder()
     # Grace: dispatch takes the lock a moment before it claims the chunk.
     if holder and deps.now_ms() - (acquired_at or 0) > START_GRACE_MS:
-        chunk = next((c for c in table.by_status(BatchStatus.PROCESSING) if c.batch_id == holder), None)
-        if chunk is None and table.release_lock(holder):
+        if holder not in still_processing and table.release_lock(holder):
             report.released_lock = holder
     report.started = start_next_pending(deps)
     return report

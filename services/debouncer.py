@@ -17,7 +17,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cartflow.models import BatchStatus, EventStatus
-from cartflow.services.deps import Deps, current_deps, from_ddb, to_ddb, values
+from cartflow.services.deps import Deps, current_deps, query_items, to_ddb, values
 
 logger = Logger(service="cartflow-debouncer")
 UNBATCHED_INDEX = "unbatched"
@@ -32,22 +32,14 @@ class PendingEvent:
 
 
 def unbatched_events(deps: Deps) -> list[PendingEvent]:
-    ddb = deps.clients.dynamodb
-    kwargs: dict[str, Any] = {
-        "TableName": deps.settings.events_table,
-        "IndexName": UNBATCHED_INDEX,
-        "KeyConditionExpression": "unbatched = :u",
-        "ExpressionAttributeValues": values(u="1"),
-    }
-    out = []
-    while True:
-        page = ddb.query(**kwargs)
-        for raw in page.get("Items", []):
-            d = from_ddb(raw)
-            out.append(PendingEvent(d["group_key"], d["arrival_timestamp"], d["s3_path"], d["debounce_deadline"]))
-        if "LastEvaluatedKey" not in page:
-            return out
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    items = query_items(
+        deps.clients.dynamodb,
+        TableName=deps.settings.events_table,
+        IndexName=UNBATCHED_INDEX,
+        KeyConditionExpression="unbatched = :u",
+        ExpressionAttributeValues=values(u="1"),
+    )
+    return [PendingEvent(d["group_key"], d["arrival_timestamp"], d["s3_path"], d["debounce_deadline"]) for d in items]
 
 
 def plan_chunks(events: list[PendingEvent], now: float, max_files: int) -> dict[str, list[list[PendingEvent]]]:

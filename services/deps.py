@@ -52,6 +52,19 @@ def use_deps(deps: Deps | None) -> None:
     _current = deps
 
 
+def query_items(ddb: Any, limit: int | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+    """Every item of a Query (all pages, or the first `limit`), as plain Python values."""
+    config = {"MaxItems": limit} if limit else {}
+    pages = ddb.get_paginator("query").paginate(**kwargs, PaginationConfig=config)
+    return [from_ddb(i) for page in pages for i in page.get("Items", [])]
+
+
+def scan_items(ddb: Any, table: str) -> list[dict[str, Any]]:
+    """Every item of a table (consistent read), as plain Python values."""
+    pages = ddb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True)
+    return [from_ddb(i) for page in pages for i in page["Items"]]
+
+
 def to_ddb(item: dict[str, Any]) -> dict[str, Any]:
     """Plain Python -> DynamoDB wire format (floats become exact Decimals)."""
     return {k: _SER.serialize(_decimalize(v)) for k, v in item.items()}

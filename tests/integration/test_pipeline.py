@@ -15,14 +15,13 @@ import pytest
 import yaml
 
 from cartflow.local.stack import EmbeddedStack
-from cartflow.views import batches, category_kpis, files, order_kpis, upload_dir
+from cartflow.views import batches, category_kpis, files, is_settled, order_kpis, upload_dir
 from tests.conftest import FIXTURES, subscribe_queue
 from tests.kpi_check import assert_kpis_equal_oracle as check_kpis
 from tests.oracle import batch_from_dir
 
 pytestmark = pytest.mark.integration
 
-TERMINAL = {"archived", "failed (kept in raw/)", "rejected"}
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +51,8 @@ def settle(deps, stack, n_files: int, timeout: float = 420) -> float:  # type: i
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         stack.check_alive()
-        fs = files(deps)
-        if len(fs) >= n_files and all(f.state in TERMINAL for f in fs):
-            if all(b.status in ("done", "failed") for b in batches(deps)):
-                return time.monotonic() - t0
+        if is_settled(deps, n_files):
+            return time.monotonic() - t0
         time.sleep(0.5)
     raise AssertionError(f"not settled after {timeout}s: {[(f.s3_path, f.state) for f in files(deps)]}")
 
