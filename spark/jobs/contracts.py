@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, Literal, cast, get_args
 
 import yaml
@@ -19,8 +20,8 @@ ColumnType = Literal["string", "int", "long", "double", "date", "timestamp", "bo
 COLUMN_TYPES: tuple[str, ...] = get_args(ColumnType)
 NUMERIC_TYPES = frozenset({"int", "long", "double"})
 
-_COLUMN_KEYS = frozenset({"type", "required", "min", "max", "allowed", "pattern"})
-_CONTRACT_KEYS = frozenset({"dataset", "key", "columns", "references"})
+_COLUMN_KEYS = frozenset({"type", "required", "min", "max", "allowed", "pattern", "max_length", "decimals"})
+_CONTRACT_KEYS = frozenset({"dataset", "version", "key", "columns", "references"})
 _REFERENCE_KEYS = frozenset({"column", "dataset", "key"})
 
 
@@ -37,6 +38,8 @@ class Column:
     max: float | None = None
     allowed: tuple[str, ...] | None = None
     pattern: str | None = None
+    max_length: int | None = None  # characters, after trimming
+    decimals: int | None = None  # most digits after the decimal point (money columns)
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class Reference:
 @dataclass(frozen=True)
 class Contract:
     dataset: str
+    version: int
     key: tuple[str, ...]
     columns: tuple[Column, ...]
     references: tuple[Reference, ...] = ()
@@ -101,13 +105,17 @@ def parse_contract(doc: Any, source: str = "<contract>") -> Contract:
     if not isinstance(doc, dict):
         raise ContractError(f"{source}: a contract must be a mapping, got {type(doc).__name__}")
     _reject_unknown_keys(doc, _CONTRACT_KEYS, source)
-    for required in ("dataset", "key", "columns"):
+    for required in ("dataset", "version", "key", "columns"):
         if required not in doc:
             raise ContractError(f"{source}: missing {required!r}")
 
     dataset = doc["dataset"]
     if not isinstance(dataset, str) or not re.fullmatch(r"[a-z_]+", dataset):
         raise ContractError(f"{source}: dataset must be a lower_snake_case name, got {dataset!r}")
+
+    version = doc["version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ContractError(f"{source}: version must be a positive integer, got {version!r}")
 
     raw_columns = doc["columns"]
     if not isinstance(raw_columns, dict) or not raw_columns:
@@ -117,7 +125,7 @@ def parse_contract(doc: Any, source: str = "<contract>") -> Contract:
 
     key = _parse_key(doc["key"], names, source)
     references = _parse_references(doc.get("references") or [], names, source)
-    return Contract(dataset=dataset, key=key, columns=columns, references=references)
+    return Contract(dataset=dataset, version=version, key=key, columns=columns, references=references)
 
 
 def _parse_column(name: Any, rules: Any, where: str) -> Column:
@@ -167,6 +175,20 @@ def _parse_column(name: Any, rules: Any, where: str) -> Column:
         except re.error as exc:
             raise ContractError(f"{where}: invalid pattern {pattern!r}: {exc}") from exc
 
+    max_length = rules.get("max_length")
+    if max_length is not None:
+        if col_type != "string":
+            raise ContractError(f"{where}: max_length only applies to string columns")
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+            raise ContractError(f"{where}: max_length must be a positive integer, got {max_length!r}")
+
+    decimals = rules.get("decimals")
+    if decimals is not None:
+        if col_type != "double":
+            raise ContractError(f"{where}: decimals only applies to double columns")
+        if isinstance(decimals, bool) or not isinstance(decimals, int) or decimals < 0:
+            raise ContractError(f"{where}: decimals must be a non-negative integer, got {decimals!r}")
+
     return Column(
         name=name,
         type=cast(ColumnType, col_type),
@@ -175,6 +197,8 @@ def _parse_column(name: Any, rules: Any, where: str) -> Column:
         max=high,
         allowed=allowed,
         pattern=pattern,
+        max_length=max_length,
+        decimals=decimals,
     )
 
 
@@ -221,6 +245,25 @@ def _check_references_resolve(contracts: dict[str, Contract]) -> None:
                 raise ContractError(
                     f"{contract.dataset}.{ref.column} and {ref.dataset}.{ref.key} have different types"
                 )
+
+
+def dependency_order(contracts: dict[str, Contract], present: Iterable[str]) -> list[str]:
+    """Datasets of the batch, each after the datasets it references (their valid rows feed RI)."""
+    present = set(present)
+    ordered: list[str] = []
+
+    def visit(dataset: str, path: tuple[str, ...]) -> None:
+        if dataset in ordered or dataset not in present:
+            return
+        if dataset in path:
+            raise ValueError(f"reference cycle between contracts: {' -> '.join((*path, dataset))}")
+        for ref in contracts[dataset].references:
+            visit(ref.dataset, (*path, dataset))
+        ordered.append(dataset)
+
+    for dataset in sorted(present):
+        visit(dataset, ())
+    return ordered
 
 
 def _reject_unknown_keys(mapping: dict[Any, Any], known: frozenset[str], where: str) -> None:

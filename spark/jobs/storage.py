@@ -1,6 +1,6 @@
-"""Small-object I/O outside Spark: result documents and CSV headers.
+"""Object I/O outside Spark: result documents, and raw files streamed for the file checks.
 
-Jobs read a file's header and write their JSON result without a Spark action: S3 URIs
+Jobs stream a raw file and write their JSON result without a Spark action: S3 URIs
 (``s3://`` or ``s3a://``) go through boto3 clients built from Settings (so the emulator
 endpoint comes from the one place that knows it); ``file://`` URIs and plain paths go to
 the local disk (tests, local runs).
@@ -8,6 +8,7 @@ the local disk (tests, local runs).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,25 @@ class Storage:
         if data is None:
             raise FileNotFoundError(uri)
         return data.decode("utf-8")
+
+    def iter_bytes(self, uri: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The object's bytes in chunks, streamed; FileNotFoundError if it does not exist."""
+        loc = parse_s3(uri)
+        if loc is not None:
+            try:
+                body = self._s3.get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
+            except ClientError as exc:
+                if str(exc.response.get("Error", {}).get("Code", "")) in _MISSING_CODES:
+                    raise FileNotFoundError(uri) from exc
+                raise
+            yield from body.iter_chunks(chunk_size)
+            return
+        path = local_path(uri)
+        if not path.is_file():
+            raise FileNotFoundError(uri)
+        with path.open("rb") as fh:
+            while chunk := fh.read(chunk_size):
+                yield chunk
 
     def read_bytes(self, uri: str, max_bytes: int | None = None) -> bytes | None:
         """The object's bytes (the first ``max_bytes`` if given); None if it does not exist."""

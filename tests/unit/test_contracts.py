@@ -16,6 +16,7 @@ from cartflow.models import DataType
 def _doc(**overrides: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "dataset": "things",
+        "version": 1,
         "key": ["id"],
         "columns": {
             "id": {"type": "long", "required": True, "min": 1},
@@ -36,7 +37,7 @@ def test_shipped_order_items_contract_is_typed() -> None:
     assert items.key == ("id",)
     assert items.column("status").allowed == ("Processing", "Shipped", "Complete", "Cancelled", "Returned")
     assert items.column("sale_price") == Column(
-        name="sale_price", type="double", required=True, min=0.0, max=100000.0
+        name="sale_price", type="double", required=True, min=0.0, max=100000.0, decimals=2
     )
     assert {(r.column, r.dataset, r.key) for r in items.references} == {
         ("order_id", "orders", "order_id"),
@@ -111,3 +112,26 @@ def test_broken_yaml_is_reported(tmp_path: Path) -> None:
     (tmp_path / "things.yaml").write_text("dataset: [unclosed\n")
     with pytest.raises(ContractError, match="not valid YAML"):
         load_contracts(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        ({"type": "long", "max_length": 3}, "max_length only applies to string columns"),
+        ({"type": "string", "max_length": 0}, "max_length must be a positive integer"),
+        ({"type": "string", "decimals": 2}, "decimals only applies to double columns"),
+        ({"type": "double", "decimals": -1}, "decimals must be a non-negative integer"),
+    ],
+)
+def test_length_and_decimal_rules_fit_their_types(rules: dict[str, object], message: str) -> None:
+    doc = _doc()
+    doc["columns"]["extra"] = rules  # type: ignore[index]
+    with pytest.raises(ContractError, match=message):
+        parse_contract(doc)
+
+
+def test_a_contract_declares_its_version() -> None:
+    doc = _doc()
+    del doc["version"]
+    with pytest.raises(ContractError, match="missing 'version'"):
+        parse_contract(doc)

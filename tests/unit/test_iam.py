@@ -220,7 +220,9 @@ def test_spark_job_cannot_delete_or_overwrite_raw(docs: dict[str, dict[str, Any]
 def test_spark_job_lists_only_its_prefixes(docs: dict[str, dict[str, Any]]) -> None:
     (stmt,) = [s for s in docs["spark-job"]["Statement"] if "s3:ListBucket" in as_list(s["Action"])]
     assert stmt["Resource"] == [BUCKET]
-    assert sorted(stmt["Condition"]["StringLike"]["s3:prefix"]) == ["kpis/*", "quarantine/*", "raw/*", "validated/*"]
+    assert sorted(stmt["Condition"]["StringLike"]["s3:prefix"]) == [
+        "file_registry/*", "kpis/*", "quarantine/*", "raw/*", "validated/*"
+    ]
 
 
 def test_ingest_cannot_touch_batch_chunks(docs: dict[str, dict[str, Any]]) -> None:

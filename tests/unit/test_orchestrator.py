@@ -152,9 +152,8 @@ def test_aws_job_state_runs_fargate_and_reads_the_result_document() -> None:
     assert p["NetworkConfiguration"]["AwsvpcConfiguration"]["SecurityGroups"] == ["sg-1"]
     override = p["Overrides"]["ContainerOverrides"][0]
     assert override["Name"] == "spark-job"
-    assert override["Command.$"] == (
-        "States.Array('python', '-m', 'cartflow.jobs', 'validate', '--batch', States.JsonToString($.validation))"
-    )
+    # Appended to the Spark image's ENTRYPOINT (python -m cartflow.jobs), as the e2e test runs it.
+    assert override["Command.$"] == "States.Array('validate', '--batch', States.JsonToString($.validation))"
     assert run["ResultPath"] is None
     assert read["Resource"] == "arn:aws:states:::aws-sdk:s3:getObject"
     assert read["Parameters"]["Key.$"] == "States.Format('validation_output/{}.json', $.batch_id)"

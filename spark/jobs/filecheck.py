@@ -1,0 +1,304 @@
+"""File-level checks of one raw CSV, in one streaming pass and without Spark.
+
+A file that is not a CSV of its dataset (empty, compressed, not UTF-8, binary, wrong
+delimiter, header not the contract's, no data, truncated) is rejected as a whole with ONE
+specific reason; row-level problems are left to the row rules. The same pass yields what
+the Spark read needs: the header, the content hash (duplicate files), whether a quoted
+field spans lines (multiLine read), and where physical lines stop matching record numbers
+(blank lines, multi-line records) so quarantined rows can cite their line.
+
+Checks run in a fixed priority and the first that fails is the reason, so the reason for a
+given file never depends on chunk boundaries.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from cartflow.jobs.contracts import Contract
+
+# Python's csv module refuses fields over 128 KiB by default; a long field is a row-level
+# matter (max_length), not a reason to fail the scan. Process-wide, set once.
+MAX_FIELD_CHARS = 64 * 1024 * 1024
+csv.field_size_limit(MAX_FIELD_CHARS)
+
+MAX_LINE_SHIFTS = 10_000  # beyond this many irregularities, quarantined rows cite records only
+CHUNK_BYTES = 1 << 20
+
+_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"PK\x03\x04", "zip"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+)
+_BINARY = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f]")
+_OTHER_DELIMITERS = ((";", ";"), ("\t", "\\t"), ("|", "|"))
+
+
+@dataclass(frozen=True)
+class FileInspection:
+    """What one pass over a raw file found; ``reason`` is None when the file may be read."""
+
+    size: int
+    sha256: str
+    reason: str | None = None
+    header: tuple[str, ...] = ()
+    records: int = 0  # data records (blank lines excluded)
+    multiline: bool = False  # a quoted field spans lines: Spark must read it with multiLine
+    # (first record index, start line - (index + 2)) wherever that difference changes;
+    # None when there are more than MAX_LINE_SHIFTS changes (line numbers unknown).
+    line_shifts: tuple[tuple[int, int], ...] | None = ()
+
+    @property
+    def rejected(self) -> bool:
+        return self.reason is not None
+
+
+@dataclass
+class _Scan:
+    """Mutable state of the pass; turned into a FileInspection at the end."""
+
+    size: int = 0
+    digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+    head: bytes = b""
+    binary_at: int | None = None
+    binary_byte: int = 0
+    utf8_error: str | None = None
+    ends_with_newline: bool = False
+
+
+def inspect_file(chunks: Iterable[bytes], contract: Contract) -> FileInspection:
+    """Stream a file's bytes once and return its inspection (never raises on bad content)."""
+    scan = _Scan()
+    text = _decoded_lines(chunks, scan)
+    structure = _CsvStructure(text, contract)
+    # Drain whatever the CSV pass did not consume, so size, hash and byte checks cover the file.
+    for _ in text:
+        pass
+    reason = (
+        _empty(scan)
+        or _compressed(scan)
+        or _bom(scan)
+        or _binary(scan)
+        or scan.utf8_error
+        or structure.reason(scan.ends_with_newline)
+    )
+    return FileInspection(
+        size=scan.size,
+        sha256=scan.digest.hexdigest(),
+        reason=reason,
+        header=structure.header,
+        records=structure.records,
+        multiline=structure.multiline,
+        line_shifts=structure.line_shifts(),
+    )
+
+
+# ----------------------------------------------------------------------------- byte level
+
+
+def _decoded_lines(chunks: Iterable[bytes], scan: _Scan) -> Iterator[str]:
+    """Lines split on '\\n' only (a quoted '\\r' must not end a line), with their ending.
+
+    Stops yielding text at the first invalid UTF-8 byte but keeps hashing the rest.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    offset = 0  # bytes fed to the decoder so far
+    lines_done = 0
+    pending = ""
+    decoding = True
+    last = b""
+    for chunk in chunks:
+        if not chunk:
+            continue
+        scan.digest.update(chunk)
+        if len(scan.head) < 8:
+            scan.head += chunk[: 8 - len(scan.head)]
+        if scan.binary_at is None:
+            hit = _BINARY.search(chunk)
+            if hit:
+                scan.binary_at, scan.binary_byte = offset + hit.start(), chunk[hit.start()]
+        last = chunk
+        if decoding:
+            try:
+                text = decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                # exc.start counts from the decoder's buffered bytes plus this chunk.
+                buffered = len(exc.object) - len(chunk)
+                at = offset - buffered + exc.start
+                good = exc.object[: exc.start].decode("utf-8", errors="replace")
+                line = lines_done + (pending + good).count("\n") + 1
+                scan.utf8_error = f"not valid UTF-8: byte 0x{exc.object[exc.start]:02x} at offset {at} (line {line})"
+                decoding = False
+                text = ""
+            pending += text
+            *complete, pending = pending.split("\n")
+            for line_text in complete:
+                lines_done += 1
+                yield line_text + "\n"
+        offset += len(chunk)
+        scan.size = offset
+    scan.ends_with_newline = last.endswith(b"\n")
+    if decoding:
+        try:
+            pending += decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            at = offset - len(exc.object) + exc.start
+            scan.utf8_error = (
+                f"not valid UTF-8: byte 0x{exc.object[exc.start]:02x} at offset {at} (line {lines_done + 1})"
+            )
+            return
+        if pending:
+            yield pending
+
+
+def _empty(scan: _Scan) -> str | None:
+    return "file is empty (0 bytes)" if scan.size == 0 else None
+
+
+def _compressed(scan: _Scan) -> str | None:
+    for magic, kind in _MAGIC:
+        if scan.head.startswith(magic):
+            return f"file is {kind}-compressed, not CSV text"
+    return None
+
+
+def _bom(scan: _Scan) -> str | None:
+    if scan.head.startswith(codecs.BOM_UTF8):
+        return "file starts with a UTF-8 byte-order mark (BOM)"
+    if scan.head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "file is UTF-16 encoded, not UTF-8"
+    return None
+
+
+def _binary(scan: _Scan) -> str | None:
+    if scan.binary_at is None:
+        return None
+    return f"binary content: byte 0x{scan.binary_byte:02x} at offset {scan.binary_at}"
+
+
+# ----------------------------------------------------------------------------- CSV level
+
+
+class _CsvStructure:
+    """Header and record structure, consumed lazily from the decoded lines."""
+
+    def __init__(self, lines: Iterator[str], contract: Contract) -> None:
+        self.contract = contract
+        self.header: tuple[str, ...] = ()
+        self.records = 0
+        self.multiline = False
+        self.unterminated_from: int | None = None
+        self.blank_first_line = False
+        self.last_fields = 0
+        self._shifts: list[tuple[int, int]] = []
+        self._too_many_shifts = False
+        self._header_problem: str | None = None
+        self._last_start = 0
+        self._run(lines)
+
+    def _run(self, lines: Iterator[str]) -> None:
+        record_lines: list[str] = []  # the physical lines of the record being read
+
+        def tracked() -> Iterator[str]:
+            for line in lines:
+                record_lines.append(line)
+                yield line
+
+        reader = csv.reader(tracked())
+        first = next(reader, None)
+        if first is None:
+            return
+        if first == []:
+            self.blank_first_line = True
+            return
+        self.header = tuple(name.strip() for name in first)
+        self._header_problem = header_problem(self.header, self.contract)
+        if self._header_problem is not None:
+            return  # no point reading rows against the wrong header
+        record_lines.clear()
+        start = reader.line_num + 1
+        shift = 0
+        last_record: list[str] = []
+        for record in reader:
+            end = reader.line_num
+            last_record, record_lines[:] = list(record_lines), []
+            if record == []:
+                start = end + 1
+                continue
+            if end > start:
+                self.multiline = True
+            delta = start - (self.records + 2)
+            if delta != shift:
+                shift = delta
+                if len(self._shifts) < MAX_LINE_SHIFTS:
+                    self._shifts.append((self.records, delta))
+                else:
+                    self._too_many_shifts = True
+            self.records += 1
+            self.last_fields = len(record)
+            self._last_start = start
+            start = end + 1
+        if last_record and _ends_inside_quotes("".join(last_record)):
+            self.unterminated_from = self._last_start
+
+    def reason(self, ends_with_newline: bool) -> str | None:
+        if self.blank_first_line:
+            return "first line is blank: no header row"
+        if not self.header:
+            return None  # empty file: reported by the byte checks
+        if self._header_problem is not None:
+            return self._header_problem
+        if self.unterminated_from is not None:
+            return f"file ends inside a quoted field opened on line {self.unterminated_from}"
+        if self.records == 0:
+            return "file has a header but no data rows"
+        if not ends_with_newline and self.last_fields < len(self.header):
+            return f"last line is truncated: {self.last_fields} of {len(self.header)} fields and no final newline"
+        return None
+
+    def line_shifts(self) -> tuple[tuple[int, int], ...] | None:
+        return None if self._too_many_shifts else tuple(self._shifts)
+
+
+def _ends_inside_quotes(text: str) -> bool:
+    """Lenient csv.reader ends a record at EOF even inside quotes; the strict one says so."""
+    try:
+        for _ in csv.reader(io.StringIO(text), strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
+def header_problem(header: tuple[str, ...], contract: Contract) -> str | None:
+    """The header-level reason a file cannot be read against ``contract``, or None."""
+    if len(header) == 1:
+        for delimiter, shown in _OTHER_DELIMITERS:
+            if delimiter in header[0]:
+                parts = len(header[0].split(delimiter))
+                return f"wrong delimiter: header splits on '{shown}' into {parts} columns; expected ','"
+    duplicated = [name for name, count in Counter(header).items() if count > 1]
+    if duplicated:
+        return f"header repeats column(s) {', '.join(duplicated)}"
+    expected = set(contract.column_names)
+    missing = [c for c in contract.column_names if c not in header]
+    unexpected = [c for c in header if c not in expected]
+    if missing and unexpected:
+        return (
+            f"header is missing column(s) {', '.join(missing)} and has unexpected column(s) "
+            f"{', '.join(unexpected)} (renamed?)"
+        )
+    if missing:
+        return f"header is missing column(s) {', '.join(missing)}"
+    if unexpected:
+        return f"header has unexpected column(s) {', '.join(unexpected)}"
+    return None

@@ -1,0 +1,340 @@
+"""cartflow/deploy/template.py: the CloudFormation template is lint-clean and is the resource spec."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+from typing import Any
+
+import pytest
+
+from cartflow.config import Settings
+from cartflow.deploy import template as tpl
+from cartflow.deploy.template import FUNCTIONS, MAX_TEMPLATE_BODY_BYTES, TemplateOptions, build_template, template_body
+from cartflow.orchestrator.render import AWS_RETRY_DEFAULTS, build_definition
+from cartflow.resources import iam
+from cartflow.resources.apply import load_spec, render
+from tests.cfn_resolve import ACCOUNT, REGION, resolve, sample_values
+
+SETTINGS = Settings()
+SUBNETS = ["subnet-aaa", "subnet-bbb"]
+BUCKET = "my-cartflow-data"
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return build_template(SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def values(template: dict[str, Any]) -> dict[str, Any]:
+    return sample_values(template, {"SubnetIds": SUBNETS, "BucketName": BUCKET})
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict[str, Any]:
+    """The spec rendered with the values the sample deployment resolves to."""
+    return render(load_spec(), {**SETTINGS.spec_values(), "bucket": BUCKET, "region": REGION, "account_id": ACCOUNT})
+
+
+def of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: r for k, r in template["Resources"].items() if r["Type"] == kind}
+
+
+# ----------------------------------------------------------------------------- lint, size
+
+
+def test_cfn_lint_finds_nothing(template: dict[str, Any]) -> None:
+    from cfnlint.api import lint
+
+    matches = lint(json.dumps(template, indent=1), regions=["us-east-1", "eu-west-1"])
+    assert [f"{m.rule.id} {m.message} (line {m.linenumber})" for m in matches] == []
+
+
+def test_template_fits_the_inline_body_limit(template: dict[str, Any]) -> None:
+    # Leave room to grow before `cartflow deploy` would need an S3 upload of the template.
+    assert len(template_body(template).encode()) < MAX_TEMPLATE_BODY_BYTES * 0.9
+
+
+def test_no_unresolved_tokens(template: dict[str, Any]) -> None:
+    assert "@@" not in json.dumps(template)
+
+
+def test_deploy_template_command_prints_the_template(template: dict[str, Any]) -> None:
+    from typer.testing import CliRunner
+
+    from cartflow.cli import app
+
+    result = CliRunner().invoke(app, ["deploy-template"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == template
+
+
+# ----------------------------------------------------------------------------- storage vs spec
+
+
+def test_tables_are_the_spec_tables(template: dict[str, Any], spec: dict[str, Any]) -> None:
+    tables = {r["Properties"]["TableName"]: r["Properties"] for r in of_type(template, "AWS::DynamoDB::Table").values()}
+    assert set(tables) == {t["name"] for t in spec["tables"]}
+    for t in spec["tables"]:
+        props = tables[t["name"]]
+        assert props["BillingMode"] == "PAY_PER_REQUEST"
+        assert {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]} == t["attributes"]
+        keys = {k["KeyType"]: k["AttributeName"] for k in props["KeySchema"]}
+        assert keys == {"HASH": t["key"]["hash"], **({"RANGE": t["key"]["range"]} if "range" in t["key"] else {})}
+        indexes = {i["IndexName"]: i for i in props.get("GlobalSecondaryIndexes", [])}
+        assert set(indexes) == {i["name"] for i in t.get("indexes", [])}
+        for i in t.get("indexes", []):
+            assert {k["KeyType"]: k["AttributeName"] for k in indexes[i["name"]]["KeySchema"]} == {"HASH": i["hash"], "RANGE": i["range"]}
+            assert indexes[i["name"]]["Projection"] == {"ProjectionType": "ALL"}
+        assert props.get("StreamSpecification") == ({"StreamViewType": t["stream"]} if t.get("stream") else None)
+        assert props.get("TimeToLiveSpecification") == ({"AttributeName": t["ttl"], "Enabled": True} if t.get("ttl") else None)
+
+
+def test_queues_bucket_and_notification_are_the_spec(template: dict[str, Any], values: dict[str, Any], spec: dict[str, Any]) -> None:
+    queues = {r["Properties"]["QueueName"]: resolve(r["Properties"], values) for r in of_type(template, "AWS::SQS::Queue").values()}
+    assert set(queues) == {q["name"] for q in spec["queues"]}
+    for q in spec["queues"]:
+        props = queues[q["name"]]
+        assert props.get("VisibilityTimeout") == q.get("visibility_timeout_seconds")
+        assert props.get("MessageRetentionPeriod") == q.get("message_retention_seconds")
+        if "dead_letter_queue" in q:
+            assert props["RedrivePolicy"] == {
+                "deadLetterTargetArn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{q['dead_letter_queue']}",
+                "maxReceiveCount": q["max_receive_count"],
+            }
+
+    bucket = template["Resources"]["DataBucket"]
+    props = resolve(bucket["Properties"], values)
+    assert props["BucketName"] == spec["bucket"]["name"] == BUCKET
+    expected = [
+        {
+            "Event": event,
+            "Queue": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{n['queue']}",
+            "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": n["prefix"]}]}},
+        }
+        for n in spec["bucket"]["notifications"]
+        for event in n["events"]
+    ]
+    assert props["NotificationConfiguration"] == {"QueueConfigurations": expected}
+    assert props["PublicAccessBlockConfiguration"] == dict.fromkeys(
+        ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"), True
+    )
+    assert bucket["DeletionPolicy"] == bucket["UpdateReplacePolicy"] == "Retain"
+
+
+def test_queue_policy_admits_only_the_bucket_and_precedes_it(template: dict[str, Any], values: dict[str, Any], spec: dict[str, Any]) -> None:
+    policies = of_type(template, "AWS::SQS::QueuePolicy")
+    assert template["Resources"]["DataBucket"]["DependsOn"] == sorted(policies)
+    (policy,) = policies.values()
+    (stmt,) = resolve(policy["Properties"]["PolicyDocument"], values)["Statement"]
+    (guarded,) = [q for q in spec["queues"] if "allow_s3_bucket" in q]
+    assert stmt["Resource"] == f"arn:aws:sqs:{REGION}:{ACCOUNT}:{guarded['name']}"
+    assert stmt["Condition"]["ArnEquals"] == {"aws:SourceArn": f"arn:aws:s3:::{guarded['allow_s3_bucket']}"}
+    # No cycle: the policy names the bucket by parameter, never the bucket resource.
+    assert "\"DataBucket\"" not in json.dumps(policy)
+
+
+def test_topics_and_optional_email_subscriptions(template: dict[str, Any], spec: dict[str, Any]) -> None:
+    topics = {r["Properties"]["TopicName"] for r in of_type(template, "AWS::SNS::Topic").values()}
+    assert topics == set(spec["topics"])
+    subs = of_type(template, "AWS::SNS::Subscription")
+    assert {s["Condition"] for s in subs.values()} == {"HasFailureEmail", "HasSuccessEmail"}
+    assert all(template["Parameters"][s["Properties"]["Endpoint"]["Ref"]]["Default"] == "" for s in subs.values())
+
+
+# ----------------------------------------------------------------------------- functions
+
+
+def test_one_image_function_per_handler(template: dict[str, Any]) -> None:
+    functions = of_type(template, "AWS::Lambda::Function")
+    assert len(functions) == len(FUNCTIONS) == 4
+    for f in FUNCTIONS:
+        props = functions[f"{f.logical}Function"]["Properties"]
+        assert props["PackageType"] == "Image"
+        assert props["Code"] == {"ImageUri": {"Ref": "ServicesImageUri"}}
+        assert props["ImageConfig"] == {"EntryPoint": ["python", "-m", "cartflow.lambda_runtime"], "Command": [f.handler]}
+        module_name, _, attr = f.handler.rpartition(".")
+        handler = getattr(importlib.import_module(module_name), attr)
+        assert list(inspect.signature(handler).parameters) == ["event", "context"]
+        assert props["LoggingConfig"]["LogGroup"] == {"Ref": f"{f.logical}LogGroup"}
+        group = template["Resources"][f"{f.logical}LogGroup"]["Properties"]
+        assert group["LogGroupName"] == f"/aws/lambda/{props['FunctionName']}"
+        assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def test_event_sources_report_partial_batch_failures(template: dict[str, Any], spec: dict[str, Any], values: dict[str, Any]) -> None:
+    mappings = {r["Properties"]["FunctionName"]["Ref"]: resolve(r["Properties"], values) for r in of_type(template, "AWS::Lambda::EventSourceMapping").values()}
+    assert set(mappings) == {"IngestFunction", "StreamTriggerFunction"}
+    (notification,) = spec["bucket"]["notifications"]
+    assert mappings["IngestFunction"]["EventSourceArn"] == f"arn:aws:sqs:{REGION}:{ACCOUNT}:{notification['queue']}"
+    (streamed,) = [t["name"] for t in spec["tables"] if t.get("stream")]
+    assert mappings["StreamTriggerFunction"]["EventSourceArn"].startswith(f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{streamed}/stream/")
+    assert all(m["FunctionResponseTypes"] == ["ReportBatchItemFailures"] for m in mappings.values())
+    # Lambda requires the queue's visibility timeout to cover the function's timeout.
+    (queue,) = [q for q in spec["queues"] if q["name"] == notification["queue"]]
+    ingest = template["Resources"]["IngestFunction"]["Properties"]
+    assert queue["visibility_timeout_seconds"] >= ingest["Timeout"]
+
+
+def test_scheduler_ticks_debouncer_and_controller_only(template: dict[str, Any], values: dict[str, Any]) -> None:
+    schedules = {k: resolve(r["Properties"], values) for k, r in of_type(template, "AWS::Scheduler::Schedule").items()}
+    assert set(schedules) == {"DebouncerSchedule", "ControllerSchedule"}
+    targets = {s["Target"]["Arn"] for s in schedules.values()}
+    assert targets == {values["DebouncerFunction.Arn"], values["ControllerFunction.Arn"]}
+    assert all(s["ScheduleExpression"] == "rate(1 minute)" and s["FlexibleTimeWindow"] == {"Mode": "OFF"} for s in schedules.values())
+    role = resolve(template["Resources"]["SchedulerRole"]["Properties"], values)
+    (stmt,) = role["Policies"][0]["PolicyDocument"]["Statement"]
+    assert stmt["Action"] == ["lambda:InvokeFunction"] and set(stmt["Resource"]) == targets
+
+
+# ----------------------------------------------------------------------------- IAM
+
+
+def _role_policy(template: dict[str, Any], values: dict[str, Any], role: str) -> dict[str, Any]:
+    (policy,) = resolve(template["Resources"][role]["Properties"]["Policies"], values)
+    return policy["PolicyDocument"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("role", "principal"),
+    [(f"{f.logical}Role", f.principal) for f in FUNCTIONS]
+    + [("StateMachineRole", "state-machine"), ("SparkJobTaskRole", "spark-job")],
+)
+def test_roles_carry_the_iam_module_policies(template: dict[str, Any], values: dict[str, Any], role: str, principal: str) -> None:
+    """One least-privilege source: cartflow/resources/iam.py, rendered with the deployed names."""
+    iam_values = {
+        **SETTINGS.spec_values(),
+        "region": REGION,
+        "account_id": ACCOUNT,
+        "bucket": BUCKET,
+        "state_machine_target": "aws",
+        "ecs_task_role": values["SparkJobTaskRole"],
+        "ecs_execution_role": values["SparkJobExecutionRole"],
+    }
+    expected = iam.policies(iam_values)[principal]
+    actual = _role_policy(template, values, role)
+    if role.endswith("Role") and principal not in ("state-machine", "spark-job"):
+        # Lambda roles add writing to their own log group (names the IaC owns).
+        logs = actual["Statement"].pop()
+        assert logs["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
+        assert logs["Resource"] == [values[role.replace("Role", "LogGroup.Arn")]]
+    assert actual == expected
+
+
+def test_star_resources_only_where_aws_requires_them(template: dict[str, Any], values: dict[str, Any]) -> None:
+    allowed = {"dynamodb:ListStreams", "ecr:GetAuthorizationToken"}
+    for logical, res in of_type(template, "AWS::IAM::Role").items():
+        for policy in resolve(res["Properties"]["Policies"], values):
+            for stmt in policy["PolicyDocument"]["Statement"]:
+                if stmt["Resource"] == "*" or "*" in stmt["Resource"]:
+                    assert set(stmt["Action"]) <= allowed, (logical, stmt)
+                assert not any(a.endswith("*") for a in stmt["Action"]), (logical, stmt)
+
+
+def test_execution_role_pulls_only_the_spark_repository(template: dict[str, Any], values: dict[str, Any]) -> None:
+    doc = _role_policy(template, values, "SparkJobExecutionRole")
+    pull = next(s for s in doc["Statement"] if s["Sid"] == "PullSparkImage")
+    assert pull["Resource"] == [f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/cartflow-spark"]
+    other = build_template(SETTINGS, TemplateOptions(spark_repository=None))
+    assert "ecr:" not in json.dumps(other["Resources"]["SparkJobExecutionRole"])
+
+
+def test_trust_policies_name_one_service_each(template: dict[str, Any]) -> None:
+    services = {
+        k: r["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"]
+        for k, r in of_type(template, "AWS::IAM::Role").items()
+    }
+    assert services == {
+        **{f"{f.logical}Role": "lambda.amazonaws.com" for f in FUNCTIONS},
+        "SchedulerRole": "scheduler.amazonaws.com",
+        "StateMachineRole": "states.amazonaws.com",
+        "SparkJobTaskRole": "ecs-tasks.amazonaws.com",
+        "SparkJobExecutionRole": "ecs-tasks.amazonaws.com",
+    }
+
+
+# ----------------------------------------------------------------------------- ECS + state machine
+
+
+def test_fargate_task_definition(template: dict[str, Any]) -> None:
+    td = template["Resources"]["SparkJobTaskDefinition"]["Properties"]
+    assert td["Family"] == SETTINGS.ecs_task_definition
+    assert (td["RequiresCompatibilities"], td["NetworkMode"]) == (["FARGATE"], "awsvpc")
+    assert (td["Cpu"], td["Memory"]) == ({"Ref": "SparkJobCpu"}, {"Ref": "SparkJobMemory"})
+    (container,) = td["ContainerDefinitions"]
+    assert container["Name"] == SETTINGS.ecs_container_name
+    assert container["Image"] == {"Ref": "SparkImageUri"}
+    assert "EntryPoint" not in container and "Command" not in container  # the image's, + the state machine's override
+    assert container["LogConfiguration"]["LogDriver"] == "awslogs"
+    assert container["LogConfiguration"]["Options"]["awslogs-group"] == {"Ref": "SparkJobLogGroup"}
+    cluster = template["Resources"]["SparkCluster"]["Properties"]
+    assert cluster["ClusterName"] == SETTINGS.ecs_cluster
+    sg = template["Resources"]["SparkJobSecurityGroup"]["Properties"]
+    assert "SecurityGroupIngress" not in sg
+
+
+def deployed_definition(template: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    props = template["Resources"]["StateMachine"]["Properties"]
+    return json.loads(resolve(props["DefinitionString"], values))  # type: ignore[no-any-return]
+
+
+def test_state_machine_is_the_aws_rendering(template: dict[str, Any], values: dict[str, Any], spec: dict[str, Any]) -> None:
+    """After CloudFormation's Fn::Sub, the definition is exactly render.py's aws target."""
+    expected = build_definition(
+        "aws",
+        {
+            "bucket": BUCKET,
+            "batch_chunks_table": SETTINGS.batch_chunks_table,
+            "success_topic_arn": values["SuccessTopic"],
+            "failure_topic_arn": values["FailureTopic"],
+            **AWS_RETRY_DEFAULTS,
+            "ecs_cluster": SETTINGS.ecs_cluster,
+            "ecs_task_definition": SETTINGS.ecs_task_definition,
+            "ecs_container_name": SETTINGS.ecs_container_name,
+            "subnets": SUBNETS,
+            "security_groups": [values["SparkJobSecurityGroup.GroupId"]],
+            "ecs_assign_public_ip": "ENABLED",
+        },
+    )
+    assert deployed_definition(template, values) == expected
+    props = template["Resources"]["StateMachine"]["Properties"]
+    assert props["StateMachineName"] == spec["state_machine"]["name"]
+    assert props["RoleArn"] == {"Fn::GetAtt": ["StateMachineRole", "Arn"]}
+
+
+def test_private_subnets_render_without_public_ip(values: dict[str, Any]) -> None:
+    private = build_template(SETTINGS, TemplateOptions(assign_public_ip=False))
+    run = deployed_definition(private, values)["States"]["Validate"]["Branches"][0]["States"]["ValidateRunTask"]
+    assert run["Parameters"]["NetworkConfiguration"]["AwsvpcConfiguration"]["AssignPublicIp"] == "DISABLED"
+
+
+def test_names_follow_settings() -> None:
+    renamed = Settings(events_table="ev2", state_machine="sm2", ecs_cluster="c2")
+    t = build_template(renamed)
+    names = {r["Properties"].get("TableName") for r in of_type(t, "AWS::DynamoDB::Table").values()}
+    assert "ev2" in names
+    assert t["Resources"]["StateMachine"]["Properties"]["StateMachineName"] == "sm2"
+    assert t["Resources"]["SparkCluster"]["Properties"]["ClusterName"] == "c2"
+
+
+def test_finalise_turns_tokens_into_intrinsics() -> None:
+    assert tpl._finalise(tpl.cfn("BucketName")) == {"Ref": "BucketName"}
+    assert tpl._finalise(tpl.cfn("AWS::Region")) == {"Ref": "AWS::Region"}
+    assert tpl._finalise(tpl.cfn("Role.Arn")) == {"Fn::GetAtt": ["Role", "Arn"]}
+    assert tpl._finalise(f"arn:aws:s3:::{tpl.cfn('BucketName')}/*") == {"Fn::Sub": "arn:aws:s3:::${BucketName}/*"}
+    with pytest.raises(ValueError):
+        tpl._finalise("${Literal}" + tpl.cfn("X"))
+
+
+def test_the_documented_deployer_policy_is_valid_json() -> None:
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs/deploy.md").read_text()
+    (block,) = re.findall(r"```json\n(.*?)```", doc, re.S)
+    policy = json.loads(block)
+    assert policy["Version"] == iam.VERSION
+    passes = [s for s in policy["Statement"] if s["Action"] == "iam:PassRole"]
+    assert passes and all("Condition" in s for s in passes)
