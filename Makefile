@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: install jars demo up test test-unit test-integration test-e2e bench clean
+.PHONY: install jars demo up test test-unit test-integration test-e2e bench deploy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ test-e2e: install
 
 bench: install jars  ## speed/memory ratios against a baseline measured in the same run
 	$(PY) -m bench
+
+deploy: install  ## build, push, deploy to AWS (docs/deploy.md): make deploy STACK=cartflow REGION=eu-west-1 [ARGS=--dry-run]
+	$(PY) -m cartflow deploy --stack $(STACK) --region $(REGION) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

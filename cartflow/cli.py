@@ -20,12 +20,17 @@ from cartflow.config import Settings, get_settings
 app = typer.Typer(help="cartflow: event-driven e-commerce data pipeline", no_args_is_help=True, add_completion=False)
 resources_app = typer.Typer(help="The resource spec", no_args_is_help=True)
 app.add_typer(resources_app, name="resources")
+contracts_app = typer.Typer(help="The data contracts (spark/jobs/contracts/*.yaml)", no_args_is_help=True)
+app.add_typer(contracts_app, name="contracts")
 try:  # `cartflow images ...` needs the docker SDK (extra [release]); the runtime images don't
     from cartflow.images import images_app
 
     app.add_typer(images_app, name="images")
 except ImportError:  # pragma: no cover - minimal installs
     pass
+from cartflow.deploy.ship import register as _register_deploy  # noqa: E402  `cartflow deploy`, docs/deploy.md
+
+_register_deploy(app)
 console = Console()
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -58,11 +63,12 @@ def files_table(deps: Any) -> Table:
     from cartflow.views import files
 
     t = Table(title=f"raw files (s3://{deps.settings.bucket}/)")
-    for col in ("key", "state", "batch_id", "reason"):
+    for col in ("key", "state", "batch_id", "quarantined rows", "reason"):
         t.add_column(col, overflow="fold")
     for f in files(deps):
         key = f.s3_path.split("/", 3)[-1]
-        t.add_row(key, f.state, f.batch_id or "", f.reason or "")
+        quarantined = "" if f.quarantined_rows is None else str(f.quarantined_rows)
+        t.add_row(key, f.state, f.batch_id or "", quarantined, f.reason or "")
     return t
 
 
@@ -270,6 +276,59 @@ def up(debounce: Annotated[int, typer.Option(help="debounce window, seconds")] =
                 stack.check_alive()
         except KeyboardInterrupt:
             pass
+
+
+# ----------------------------------------------------------------------------- contracts and validation
+
+
+@contracts_app.command("check")
+def contracts_check(
+    paths: Annotated[list[Path], typer.Argument(help="CSV files; checked together as one batch")],
+    dataset: Annotated[str | None, typer.Option(help="dataset of every file (default: each file's folder name)")] = None,
+    max_rows: Annotated[int, typer.Option(help="quarantined rows to print")] = 50,
+) -> None:
+    """Check local CSVs against their contracts in plain Python: the job's reasons, no Spark.
+
+    Exit code 0 when every row is valid, 1 when a file is rejected or a row quarantined.
+    """
+    from cartflow.jobs.contracts import load_contracts
+    from cartflow.jobs.rowcheck import check_files
+    from cartflow.reports import check_tables
+
+    contracts = load_contracts()
+    files = []
+    for path in paths:
+        name = dataset or path.resolve().parent.name
+        if name not in contracts:
+            known = ", ".join(sorted(contracts))
+            raise typer.BadParameter(f"{path}: dataset {name!r} unknown (known: {known}); use --dataset", param_hint="PATHS")
+        if not path.is_file():
+            raise typer.BadParameter(f"{path}: no such file", param_hint="PATHS")
+        files.append((name, path))
+    reports = check_files(files, contracts)
+    for table in check_tables(reports, max_rows):
+        console.print(table)
+    references = {r.dataset for c in contracts.values() for r in c.references}
+    missing = sorted(references - {name for name, _ in files})
+    if any(c.references for name, _ in files for c in [contracts[name]]) and missing:
+        console.print(f"note: references to {', '.join(missing)} were checked against the given files only")
+    raise typer.Exit(0 if all(r.outcome == "accepted" for r in reports) else 1)
+
+
+def show_batch(batch_id: str) -> None:
+    """The validation report of one batch: counts per dataset and rule, files, rejected reasons."""
+    from cartflow.reports import validation_tables
+    from cartflow.views import validation_result
+
+    try:
+        result = validation_result(_deps(), batch_id)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="BATCH_ID") from None
+    if result is None:
+        console.print(f"[red]no validation result for batch {batch_id} (not validated yet, or unknown)[/]")
+        raise typer.Exit(1)
+    for table in validation_tables(result):
+        console.print(table)
 
 
 def main() -> None:

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     debouncer_interval_seconds: float = Field(default=5.0, gt=0)
     controller_interval_seconds: float = Field(default=5.0, gt=0)
     max_execution_seconds: int = Field(default=3600, ge=30)  # controller stops runaway executions
+    # A batch whose quarantined share of rows is above this fails (and alerts) without writing.
+    max_quarantined_share: float = Field(default=0.5, ge=0.0, le=1.0)
 
     # Retry of a failed Spark job step in the state machine (AWS target uses 30 s / 3 / 2).
     job_retry_interval_seconds: int = Field(default=_SPEC["job_retry_interval_seconds"], ge=1)

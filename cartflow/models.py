@@ -11,11 +11,21 @@ from pydantic import BaseModel, ConfigDict, Field
 
 RAW_PREFIX = "raw/"
 PROCESSED_PREFIX = "processed/"
+REJECTED_PREFIX = "rejected/"  # raw files the validation rejected as a whole, per batch
+FILE_REGISTRY_PREFIX = "file_registry/"  # Delta table: one row per validated file (hash, outcome)
 VALIDATED_PREFIX = "validated/"
 QUARANTINE_PREFIX = "quarantine/"
 VALIDATION_OUTPUT_PREFIX = "validation_output/"
 KPIS_PREFIX = "kpis/"
-DATA_PREFIXES = (RAW_PREFIX, VALIDATED_PREFIX, QUARANTINE_PREFIX, VALIDATION_OUTPUT_PREFIX, PROCESSED_PREFIX)
+DATA_PREFIXES = (
+    RAW_PREFIX,
+    VALIDATED_PREFIX,
+    QUARANTINE_PREFIX,
+    VALIDATION_OUTPUT_PREFIX,
+    PROCESSED_PREFIX,
+    REJECTED_PREFIX,
+    FILE_REGISTRY_PREFIX,
+)
 
 
 class DataType(StrEnum):
@@ -99,7 +109,7 @@ class RawFile(BaseModel):
 
 
 class ArchiveItem(BaseModel):
-    """One raw object to move to processed/ once the batch succeeded."""
+    """One raw object to move once the batch succeeded: to processed/, or rejected/ if the file was."""
 
     source_key: str
     copy_source: str  # "<bucket>/<key>" as CopyObject wants it
@@ -148,10 +158,27 @@ class BatchInput(BaseModel):
 
 
 class TableResult(BaseModel):
+    contract_version: int | None = None
+    files: int = 0  # accepted files of this dataset
+    rejected_files: int = 0
     input_rows: int = 0
     valid_rows: int = 0
     quarantined_rows: int = 0
-    reasons: dict[str, int] = Field(default_factory=dict)
+    reasons: dict[str, int] = Field(default_factory=dict)  # rule label -> rows breaking it
+
+
+class FileOutcome(BaseModel):
+    """What validation decided for one raw file of the batch."""
+
+    uri: str
+    dataset: str
+    status: Literal["accepted", "rejected"]
+    reason: str | None = None  # why the whole file was rejected
+    sha256: str | None = None
+    size: int = 0
+    rows: int = 0
+    valid_rows: int = 0
+    quarantined_rows: int = 0
 
 
 class ValidationResult(BaseModel):
@@ -162,8 +189,17 @@ class ValidationResult(BaseModel):
     status: Literal["passed", "failed"]
     shape: Literal["tables", "order_lines", "mixed", "empty"]
     tables: dict[str, TableResult] = Field(default_factory=dict)
-    errors: list[str] = Field(default_factory=list)  # batch-level (structural) problems
+    files: list[FileOutcome] = Field(default_factory=list)
+    processing_dates: list[str] = Field(default_factory=list)  # partitions written
+    quarantined_share: float = 0.0
+    max_quarantined_share: float = 1.0
+    errors: list[str] = Field(default_factory=list)  # why the batch failed
+    archive: list[ArchiveItem] = Field(default_factory=list)  # where each raw file goes on success
     result_uri: str | None = None
+
+    @property
+    def rejected_files(self) -> dict[str, str]:
+        return {f.uri: f.reason or "" for f in self.files if f.status == "rejected"}
 
 
 class TransformResult(BaseModel):

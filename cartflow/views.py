@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cartflow.models import RAW_PREFIX, BatchStatus
+from cartflow.models import RAW_PREFIX, VALIDATION_OUTPUT_PREFIX, BatchStatus, FileOutcome, ValidationResult
 from cartflow.services.batches import BatchTable, Chunk
 from cartflow.services.deps import Deps, scan_items
 
-# Terminal state of a raw file, derived from its event and its batch (one source of truth each).
+# State of a raw file, derived from its event, its batch and the batch's file outcomes
+# (one source of truth each).
 FILE_STATE = {
     BatchStatus.PENDING.value: "batched (pending)",
     BatchStatus.PROCESSING.value: "processing",
     BatchStatus.DONE.value: "archived",
     BatchStatus.FAILED.value: "failed (kept in raw/)",
 }
+ARCHIVED = "archived"
+REJECTED = "rejected"  # at ingest (bad key) or by validation (bad file): archived under rejected/
 
-
-TERMINAL_FILE_STATES = frozenset({"archived", "failed (kept in raw/)", "rejected"})
+TERMINAL_FILE_STATES = frozenset({ARCHIVED, "failed (kept in raw/)", REJECTED})
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,14 @@ class FileState:
     state: str
     batch_id: str | None
     reason: str | None
+    quarantined_rows: int | None = None  # known once the batch is done
+
+
+def outcomes_of(chunk: Chunk) -> dict[str, FileOutcome]:
+    """The validation's per-file outcomes recorded on a done chunk (empty before)."""
+    if not chunk.file_outcomes:
+        return {}
+    return {o.uri: o for o in (FileOutcome.model_validate(d) for d in json.loads(chunk.file_outcomes))}
 
 
 def scan(deps: Deps, table: str) -> list[dict[str, Any]]:
@@ -42,16 +54,23 @@ def batches(deps: Deps) -> list[Chunk]:
 def files(deps: Deps, known_batches: list[Chunk] | None = None) -> list[FileState]:
     chunks = {c.batch_id: c for c in (batches(deps) if known_batches is None else known_batches)}
     out = []
+    outcomes: dict[str, dict[str, FileOutcome]] = {}
     for e in scan(deps, deps.settings.events_table):
         batch_id = e.get("batch_id")
+        quarantined: int | None = None
         if e.get("status") == "rejected":
             state, reason = "rejected", e.get("reason")
         elif batch_id and batch_id in chunks:
             chunk = chunks[batch_id]
             state, reason = FILE_STATE[chunk.status], chunk.error
+            outcome = outcomes.setdefault(batch_id, outcomes_of(chunk)).get(e["s3_path"])
+            if outcome is not None and outcome.status == "rejected":
+                state, reason = REJECTED, outcome.reason
+            elif outcome is not None:
+                quarantined = outcome.quarantined_rows
         else:
             state, reason = "waiting (debounce)", None
-        out.append(FileState(e["s3_path"], e["group_key"], state, batch_id, reason))
+        out.append(FileState(e["s3_path"], e["group_key"], state, batch_id, reason, quarantined))
     return sorted(out, key=lambda f: (f.group_key, f.s3_path))
 
 
@@ -80,3 +99,18 @@ def upload_dir(deps: Deps, root: Path) -> list[str]:
         deps.clients.s3.upload_file(str(path), deps.settings.bucket, key)
         keys.append(key)
     return keys
+
+
+BATCH_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+
+
+def validation_result(deps: Deps, batch_id: str) -> ValidationResult | None:
+    """validation_output/<batch_id>.json, or None if the batch has not been validated (yet)."""
+    if not BATCH_ID_RE.match(batch_id):
+        raise ValueError(f"not a batch id: {batch_id!r} (expected [A-Za-z0-9_-], at most 80 characters)")
+    s3 = deps.clients.s3
+    try:
+        body = s3.get_object(Bucket=deps.settings.bucket, Key=f"{VALIDATION_OUTPUT_PREFIX}{batch_id}.json")["Body"]
+    except s3.exceptions.NoSuchKey:
+        return None
+    return ValidationResult.model_validate_json(body.read())

@@ -28,6 +28,8 @@ class Chunk:
     processing_started_at: int | None = None
     processing_date: str | None = None
     error: str | None = None
+    file_outcomes: str | None = None  # JSON list of FileOutcome, set by MarkDone
+    attempt: int = 0  # operator retries so far (`cartflow batches retry`); names the execution
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> "Chunk":
@@ -45,6 +47,8 @@ class Chunk:
             processing_started_at=int(d["processing_started_at"]) if "processing_started_at" in d else None,
             processing_date=d.get("processing_date"),
             error=d.get("error"),
+            file_outcomes=d.get("file_outcomes"),
+            attempt=int(d.get("attempt", 0)),
         )
 
     @property
@@ -145,6 +149,56 @@ class BatchTable:
             ExpressionAttributeNames={"#s": "status"},
             ExpressionAttributeValues=values(pending=BatchStatus.PENDING.value, p=BatchStatus.PROCESSING.value, e=reason),
         )
+
+    def reopen_failed(self, chunk: Chunk) -> bool:
+        """failed -> pending for an operator retry; False when the chunk or the lock says no.
+
+        One transaction with a check on the lock: the failed execution releases the lock
+        *after* marking the chunk failed, and the lock is re-entrant per batch id, so a
+        retry dispatched before that release would have its lock removed by the old
+        execution and a second batch could start. The attempt condition makes a retry
+        based on a stale read (someone else retried meanwhile) fail instead of skipping one.
+        """
+        sets = ["#s = :pending", "attempt = :next", "retried_at = :t"]
+        vals: dict[str, Any] = dict(
+            pending=BatchStatus.PENDING.value, failed=BatchStatus.FAILED.value, next=chunk.attempt + 1, t=self.deps.now_ms()
+        )
+        if chunk.execution_arn:  # keep the history: every execution this batch ever had
+            sets.append("previous_executions = list_append(if_not_exists(previous_executions, :none), :prev)")
+            vals.update(none=[], prev=[chunk.execution_arn])
+        if chunk.attempt:
+            vals["a"] = chunk.attempt
+        update = (
+            f"SET {', '.join(sets)} REMOVE #e, failed_step, finished_at, finalized_by, execution_arn,"
+            " processing_started_at, processing_date, last_start_error"
+        )
+        condition = "#s = :failed AND " + ("attempt = :a" if chunk.attempt else "attribute_not_exists(attempt)")
+        try:
+            self.ddb.transact_write_items(
+                TransactItems=[
+                    {
+                        "ConditionCheck": {
+                            "TableName": self.name,
+                            "Key": LOCK_KEY,
+                            "ConditionExpression": "attribute_not_exists(holder) OR holder <> :b",
+                            "ExpressionAttributeValues": values(b=chunk.batch_id),
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.name,
+                            "Key": chunk.key,
+                            "UpdateExpression": update,
+                            "ConditionExpression": condition,
+                            "ExpressionAttributeNames": {"#s": "status", "#e": "error"},
+                            "ExpressionAttributeValues": values(**vals),
+                        }
+                    },
+                ]
+            )
+            return True
+        except self.ddb.exceptions.TransactionCanceledException:
+            return False
 
     def finish(self, chunk: Chunk, status: BatchStatus, error: str | None = None) -> bool:
         """processing -> done|failed (used by the controller when the state machine could not)."""

@@ -20,7 +20,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from cartflow.models import BatchStatus
 from cartflow.services.batches import BatchTable, Chunk
 from cartflow.services.deps import Deps, current_deps
-from cartflow.services.dispatch import execution_arn, start_next_pending
+from cartflow.services.dispatch import execution_arn, execution_name, start_next_pending
 
 logger = Logger(service="cartflow-controller")
 
@@ -46,7 +46,10 @@ def _execution_status(deps: Deps, arn: str) -> str | None:
 
 
 def reconcile_processing(deps: Deps, table: BatchTable, chunk: Chunk, report: ControllerReport) -> None:
-    arn = chunk.execution_arn or execution_arn(deps, chunk.batch_id)
+    # The recorded ARN is authoritative; the derived one (this attempt's name) only covers a
+    # start whose ARN write was lost. Never the bare batch id: after a retry that would
+    # describe the *previous* attempt's FAILED run and fail the new one at once.
+    arn = chunk.execution_arn or execution_arn(deps, execution_name(chunk))
     status = _execution_status(deps, arn)
     age_ms = deps.now_ms() - (chunk.processing_started_at or chunk.created_at)
     if status is None:

@@ -2,8 +2,9 @@
 
 Shared by the stream trigger (reacts within a second of a new chunk or a finished one) and
 the controller (the scheduled safety net). Order of writes: take the lock for a specific
-chunk, claim the chunk (pending -> processing), start the execution (named after the batch,
-so a retry cannot start a second one), record its ARN. Any failure undoes the claim.
+chunk, claim the chunk (pending -> processing), start the execution (named after the batch
+and its retry attempt, so a repeated start of one attempt cannot start a second run),
+record its ARN. Any failure undoes the claim.
 """
 
 from __future__ import annotations
@@ -20,9 +21,25 @@ from cartflow.services.deps import Deps
 logger = Logger(service="cartflow-dispatch", child=True)
 
 
-def execution_arn(deps: Deps, batch_id: str) -> str:
+MAX_EXECUTION_NAME = 80  # Step Functions' limit
+
+
+def execution_name(chunk: Chunk) -> str:
+    """The batch id for its first run, ``<batch_id>-r<n>`` for operator retry n.
+
+    Execution names are unique per state machine (90 days on AWS), so a retry needs a new
+    one; the name stays deterministic so a dispatcher that crashed after StartExecution
+    adopts the run it started instead of starting another.
+    """
+    if not chunk.attempt:
+        return chunk.batch_id
+    suffix = f"-r{chunk.attempt}"
+    return chunk.batch_id[: MAX_EXECUTION_NAME - len(suffix)] + suffix
+
+
+def execution_arn(deps: Deps, name: str) -> str:
     s = deps.settings
-    return s.arn("states", f"execution:{s.state_machine}:{batch_id}")
+    return s.arn("states", f"execution:{s.state_machine}:{name}")
 
 
 def batch_input(chunk: Chunk, processing_date: str) -> BatchInput:
@@ -56,7 +73,7 @@ def start_next_pending(deps: Deps) -> str | None:
         return None
     try:
         payload = batch_input(chunk, processing_date)
-        arn = start_execution(deps, payload)
+        arn = start_execution(deps, payload, execution_name(chunk))
     except Exception as err:
         logger.exception("could not start execution", extra={"batch_id": chunk.batch_id})
         table.unclaim(chunk, f"{type(err).__name__}: {err}"[:2000])
@@ -67,15 +84,16 @@ def start_next_pending(deps: Deps) -> str | None:
     return chunk.batch_id
 
 
-def start_execution(deps: Deps, payload: BatchInput) -> str:
+def start_execution(deps: Deps, payload: BatchInput, name: str | None = None) -> str:
     sfn = deps.clients.sfn
+    name = name or payload.batch_id
     try:
         resp = sfn.start_execution(
             stateMachineArn=deps.settings.state_machine_arn,
-            name=payload.batch_id,
+            name=name,
             input=json.dumps(payload.model_dump(mode="json")),
         )
         return str(resp["executionArn"])
     except sfn.exceptions.ExecutionAlreadyExists:
         # Started by an earlier attempt whose ARN write was lost: adopt it.
-        return execution_arn(deps, payload.batch_id)
+        return execution_arn(deps, name)

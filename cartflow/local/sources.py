@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
 from cartflow.config import Settings
+from cartflow.errors import InfraError, explain, is_fatal
 from cartflow.local.liveness import Liveness
 
 log = logging.getLogger(__name__)
 
 
 class PollingSource(ABC):
-    """Base run loop: touch liveness, poll, wait when idle, back off on infrastructure errors."""
+    """Base run loop: touch liveness, poll, wait when idle, back off on infrastructure errors.
+
+    Errors are retried with exponential backoff, but not forever: ``max_fatal_errors`` polls
+    in a row failing on something waiting cannot fix (a missing queue/table, bad
+    credentials), or ``max_outage_s`` of nothing but failures (endpoint unreachable), end
+    ``run`` with InfraError so the process exits non-zero and its supervisor (compose
+    restart policy, the embedded stack's check_alive) sees it, instead of a runner that
+    looks alive and does nothing.
+    """
 
     def __init__(
         self,
@@ -29,11 +39,15 @@ class PollingSource(ABC):
         *,
         idle_wait_s: float,
         max_error_backoff_s: float = 30.0,
+        max_fatal_errors: int = 5,
+        max_outage_s: float = 300.0,
     ) -> None:
         self.name = name
         self.settings = settings
         self.idle_wait_s = idle_wait_s
         self.max_error_backoff_s = max_error_backoff_s
+        self.max_fatal_errors = max_fatal_errors
+        self.max_outage_s = max_outage_s
         self.liveness = Liveness(settings, name)
 
     @abstractmethod
@@ -42,18 +56,27 @@ class PollingSource(ABC):
 
     def run(self, stop: threading.Event) -> None:
         log.info("%s: started", self.name)
-        errors = 0
+        errors = fatal = 0
+        first_error_at = 0.0
         while not stop.is_set():
             self.liveness.touch()
             try:
                 delivered = self.poll_once()
-                errors = 0
-            except Exception:
-                # Emulator down, queue/table not created yet, throttling: all transient for a
-                # long-running runner, so log and retry rather than exit.
+                errors = fatal = 0
+            except Exception as exc:
+                # Emulator restarting, throttling: transient, so back off and retry.
                 errors += 1
+                fatal = fatal + 1 if is_fatal(exc) else 0
+                now = time.monotonic()
+                first_error_at = now if errors == 1 else first_error_at
+                line = explain(exc, self.settings.aws_endpoint_url)
+                if fatal >= self.max_fatal_errors or now - first_error_at >= self.max_outage_s:
+                    raise InfraError(f"{self.name}: giving up after {errors} failed polls: {line or exc}") from exc
                 delay = min(self.max_error_backoff_s, 0.5 * 2 ** min(errors - 1, 10))
-                log.exception("%s: poll failed (%d in a row); retrying in %.1fs", self.name, errors, delay)
+                if errors == 1 and line is None:
+                    log.exception("%s: poll failed; retrying in %.1fs", self.name, delay)
+                else:  # known cause, or already logged with its traceback: one line each
+                    log.error("%s: poll failed (%d in a row): %s; retrying in %.1fs", self.name, errors, line or exc, delay)
                 stop.wait(delay)
                 continue
             if delivered == 0 and self.idle_wait_s > 0:

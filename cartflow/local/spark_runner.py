@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from cartflow.config import Settings
+from cartflow.errors import explain, is_fatal
 from cartflow.local.liveness import Liveness
 from cartflow.models import BatchInput
 
@@ -47,7 +48,11 @@ MAX_CAUSE_CHARS = 32_768  # Step Functions' limit for SendTaskFailure.cause
 HEARTBEAT_SECONDS = 10.0
 LIVENESS_NAME = "spark-runner"  # -> <state_dir>/spark-runner.alive
 SPARK_APP_NAME = "cartflow-spark-runner"
-_ERROR_BACKOFF_SECONDS = 5.0
+_ERROR_BACKOFF_SECONDS = 1.0  # first wait after a failed poll; doubles up to the max
+_MAX_ERROR_BACKOFF_SECONDS = 60.0
+# Polls in a row failing on something waiting cannot fix (activity missing, bad credentials)
+# before the runner gives up and the process exits 1.
+MAX_FATAL_POLL_ERRORS = 5
 # The task is gone (timed out or finished elsewhere): heartbeating or reporting is pointless.
 _TASK_GONE_CODES = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
 
@@ -146,6 +151,7 @@ class SparkRunner:
         self._run_lock = threading.Lock()  # one job at a time: one JVM, one batch in flight
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.fatal_error: str | None = None  # set when a poller gave up; the process exits 1
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -197,16 +203,33 @@ class SparkRunner:
     # ------------------------------------------------------------------ polling
 
     def _poll_loop(self, job: str) -> None:
+        errors = fatal = 0
         while not self._stop.is_set():
             self.touch_liveness()
             try:
                 self.poll_once(job)
-            except Exception:
+                errors = fatal = 0
+            except Exception as exc:
                 if self._stop.is_set():
                     return  # shutting down; the endpoint may already be gone
-                # Emulator restarting, network blip, throttling: keep the worker alive.
-                log.exception("polling %s failed; retrying in %.0f s", job, _ERROR_BACKOFF_SECONDS)
-                self._stop.wait(_ERROR_BACKOFF_SECONDS)
+                errors += 1
+                fatal = fatal + 1 if is_fatal(exc) else 0
+                line = explain(exc, self.settings.aws_endpoint_url)
+                if fatal >= MAX_FATAL_POLL_ERRORS:
+                    # Missing activity / bad credentials: waiting will not fix it. Stop every
+                    # poller so run_forever returns and the process exits 1.
+                    self.fatal_error = f"polling {job}: {line or exc}"
+                    log.error("giving up: %s", self.fatal_error)
+                    self.stop()
+                    return
+                # Emulator restarting, network blip, throttling: keep the worker alive, but
+                # back off exponentially and log a known cause in one line, not a traceback.
+                delay = min(_MAX_ERROR_BACKOFF_SECONDS, _ERROR_BACKOFF_SECONDS * 2 ** min(errors - 1, 10))
+                if line is None:
+                    log.exception("polling %s failed; retrying in %.0f s", job, delay)
+                else:
+                    log.error("polling %s failed (%d in a row): %s; retrying in %.0f s", job, errors, line, delay)
+                self._stop.wait(delay)
 
     def poll_once(self, job: str) -> bool:
         """One GetActivityTask long poll for ``job``; handle the task if one came. True if so."""
@@ -340,6 +363,8 @@ def run_forever(settings: Settings) -> None:
         runner.run_forever()
     finally:
         runner.close()
+    if runner.fatal_error:
+        raise SystemExit(1)
 
 
 def main() -> None:

@@ -216,13 +216,18 @@ def _ecs_names(v: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _state_machine(c: _Catalog, v: Mapping[str, Any]) -> PolicyDocument:
-    bucket_objects = {p: c.objects(p) for p in ("raw/", "processed/", "validation_output/")}
+    bucket_objects = {p: c.objects(p) for p in ("raw/", "processed/", "rejected/", "validation_output/")}
     statements = [
-        # ArchiveRawFiles (aws-sdk:s3:copyObject raw/ -> processed/<batch_id>/): read the source,
+        # ArchiveRawFiles (aws-sdk:s3:copyObject raw/ -> processed/<batch_id>/, or rejected/<batch_id>/
+        # for files the validation rejected as a whole): read the source,
         # write the copy. The tagging actions are only exercised when a raw upload carries tags
         # (CopyObject copies the tag set by default).
         _statement("ReadRawForArchive", ["s3:GetObject", "s3:GetObjectTagging"], [bucket_objects["raw/"]]),
-        _statement("WriteArchive", ["s3:PutObject", "s3:PutObjectTagging"], [bucket_objects["processed/"]]),
+        _statement(
+            "WriteArchive",
+            ["s3:PutObject", "s3:PutObjectTagging"],
+            [bucket_objects["processed/"], bucket_objects["rejected/"]],
+        ),
         # DeleteRawFiles (aws-sdk:s3:deleteObject), only once every copy exists.
         _statement("DeleteArchivedRaw", ["s3:DeleteObject"], [bucket_objects["raw/"]]),
         # MarkDone / MarkFailed / ReleaseLock*.
@@ -288,7 +293,7 @@ def _state_machine_ecs(c: _Catalog, v: Mapping[str, Any], results: str) -> list[
 
 # Prefixes the Spark job lists / reads / writes (S3A + Delta under s3a://<bucket>/).
 SPARK_READ_ONLY_PREFIXES = ("raw/",)
-SPARK_READ_WRITE_PREFIXES = ("validated/", "quarantine/", "kpis/")
+SPARK_READ_WRITE_PREFIXES = ("validated/", "quarantine/", "file_registry/", "kpis/")
 
 
 def _spark_job(c: _Catalog, v: Mapping[str, Any]) -> PolicyDocument:

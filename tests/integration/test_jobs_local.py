@@ -28,30 +28,20 @@ deltalake = pytest.importorskip("deltalake")
 
 from pyspark.sql import SparkSession  # noqa: E402
 
+
 from cartflow.config import Settings  # noqa: E402
 from cartflow.jobs.transform import DynamoKpiSink, KpiRows, run_transform  # noqa: E402
 from cartflow.jobs.validate import run_validation  # noqa: E402
 from cartflow.models import BatchInput  # noqa: E402
+from tests import kpi_python  # noqa: E402
+from tests.kpi_python import category_kpis_by_key, order_kpis_by_date, python_category_kpis, python_order_kpis  # noqa: E402
+from tests.timings import TIMINGS  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-TIMINGS: dict[str, list[float]] = defaultdict(list)
 
 
 # ----------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def spark(base_settings: Settings) -> Iterator[SparkSession]:
-    from cartflow.jobs.session import build_spark
-
-    session = build_spark(
-        base_settings.model_copy(update={"spark_master": "local[2]", "spark_shuffle_partitions": 2}), "cartflow-jobs-tests"
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
-    print("\njob wall times (s): " + ", ".join(f"{k}: {sorted(round(t, 1) for t in v)}" for k, v in TIMINGS.items()))
 
 
 @pytest.fixture()
@@ -147,18 +137,18 @@ ORDERS = [
 ]
 ITEMS = [
     [1, 101, 1, 1, "", "Complete", "2025-07-06 10:00:00", "", "", "", "19.99"],
-    [2, 101, 1, 2, "", "Returned", "2025-07-06 10:00:00", "", "", "2025-07-07 09:00:00", "10.005"],
+    [2, 101, 1, 2, "", "Returned", "2025-07-06 10:00:00", "", "", "2025-07-07 09:00:00", "10.05"],
     [3, 102, 2, 2, "", "Shipped", "2025-07-06 23:30:00", "", "", "", "9.5"],
     [4, 103, 1, 1, "", "Complete", "2025-07-06 12:00:00", "", "", "", "20"],
-    [5, 104, 3, 1, "", "Shipped", "2025-07-07 01:00:00", "", "", "", "15.125"],
+    [5, 104, 3, 1, "", "Shipped", "2025-07-07 01:00:00", "", "", "", "15.15"],
     [6, 104, 3, 2, "", "Cancelled", "2025-07-07 01:00:00", "", "", "", "8"],
-    [7, 105, 4, 2, "", "Complete", "2025-07-08 03:00:00", "", "", "", "12.345"],
+    [7, 105, 4, 2, "", "Complete", "2025-07-08 03:00:00", "", "", "", "12.35"],
 ]
 LINES = [
     ["ORD123", "CUST001", "2025-07-06", "Electronics", "PROD001", 2, "199.99", "false"],
     ["ORD124", "CUST002", "2025-07-06", "Books", "PROD002", 1, "29.99", "true"],
-    ["ORD124", "CUST002", "2025-07-06", "Electronics", "PROD003", 3, "0.125", "false"],
-    ["ORD125", "CUST001", "2025-07-09", "Books", "PROD002", 1, "5.005", "FALSE"],
+    ["ORD124", "CUST002", "2025-07-06", "Electronics", "PROD003", 3, "0.15", "false"],
+    ["ORD125", "CUST001", "2025-07-09", "Books", "PROD002", 1, "5.05", "FALSE"],
 ]
 
 
@@ -176,94 +166,14 @@ def three_table_batch(lake: Lake, batch_id: str, orders=ORDERS, items=ITEMS, pro
 # ----------------------------------------------------------------------------- expected KPIs in plain Python
 
 
-def half_up(value: Decimal, places: int) -> Decimal:
-    return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
-
-
-def utc_date(text: str) -> str:
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc).date().isoformat()
-
-
 def python_lines(orders=(), items=(), products=(), flat=()) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
-    """docs/kpis.md's order-lines relation from raw CSV rows (lists in the *_H column order)."""
-    order_by_id = {o[0]: dict(zip(ORDERS_H, o)) for o in orders}
-    category_by_product = {p[0]: p[2] for p in products}
-    lines = []
-    for raw in items:
-        item = dict(zip(ITEMS_H, raw))
-        order = order_by_id[item["order_id"]]
-        if "Cancelled" in (item["status"], order["status"]):
-            continue
-        lines.append(
-            {
-                "order": f"t:{item['order_id']}",
-                "customer": f"t:{order['user_id']}",
-                "date": utc_date(order["created_at"]),
-                "category": category_by_product[item["product_id"]],
-                "quantity": 1,
-                "revenue": Decimal(item["sale_price"]),
-                "returned": item["status"] == "Returned" or bool(item["returned_at"]) or order["status"] == "Returned",
-            }
-        )
-    for raw in flat:
-        line = dict(zip(LINES_H, raw))
-        lines.append(
-            {
-                "order": f"f:{line['order_id']}",
-                "customer": f"f:{line['customer_id']}",
-                "date": line["order_date"],
-                "category": line["category"],
-                "quantity": int(line["quantity"]),
-                "revenue": int(line["quantity"]) * Decimal(line["unit_price"]),
-                "returned": str(line["returned"]).lower() == "true",
-            }
-        )
-    return lines
-
-
-def python_order_kpis(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    out = {}
-    for day in sorted({l["date"] for l in lines}):
-        of_day = [l for l in lines if l["date"] == day]
-        orders = {l["order"] for l in of_day}
-        returned = {l["order"] for l in of_day if l["returned"]}
-        out[day] = {
-            "total_orders": len(orders),
-            "total_revenue": half_up(sum((l["revenue"] for l in of_day), Decimal(0)), 2),
-            "total_items_sold": sum(l["quantity"] for l in of_day),
-            "return_rate": half_up(Decimal(len(returned)) / Decimal(len(orders)), 4),
-            "unique_customers": len({l["customer"] for l in of_day}),
-        }
-    return out
-
-
-def python_category_kpis(lines: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    out = {}
-    for key in sorted({(l["category"], l["date"]) for l in lines}):
-        of_key = [l for l in lines if (l["category"], l["date"]) == key]
-        revenue = sum((l["revenue"] for l in of_key), Decimal(0))
-        orders = {l["order"] for l in of_key}
-        returned = {l["order"] for l in of_key if l["returned"]}
-        out[key] = {
-            "daily_revenue": half_up(revenue, 2),
-            "avg_order_value": half_up(revenue / len(orders), 2),
-            "avg_return_rate": half_up(Decimal(len(returned)) / len(orders), 4),
-        }
-    return out
-
-
-def order_kpis_by_date(rows: KpiRows) -> dict[str, dict[str, Any]]:
-    return {r["order_date"]: {k: v for k, v in r.items() if k != "order_date"} for r in rows.order_rows}
-
-
-def category_kpis_by_key(rows: KpiRows) -> dict[tuple[str, str], dict[str, Any]]:
-    return {
-        (r["category"], r["order_date"]): {k: v for k, v in r.items() if k not in ("category", "order_date")}
-        for r in rows.category_rows
-    }
+    """kpi_python.python_lines over the positional test rows above."""
+    return kpi_python.python_lines(
+        [dict(zip(ORDERS_H, o)) for o in orders],
+        [dict(zip(ITEMS_H, i)) for i in items],
+        [dict(zip(PRODUCTS_H, p)) for p in products],
+        [dict(zip(LINES_H, l)) for l in flat],
+    )
 
 
 # ----------------------------------------------------------------------------- validation

@@ -1,0 +1,335 @@
+"""`cartflow deploy`: push the images, then create/update the CloudFormation stack by change set.
+
+    cartflow deploy --stack cartflow --region eu-west-1             # build, push, deploy, wait
+    cartflow deploy --stack cartflow --region eu-west-1 --dry-run   # the same, but only print the change set
+
+Steps (docs/deploy.md): caller identity -> images (build + push to ECR with cartflow/images.py,
+or ``--image-uri services=... --image-uri spark=...``) -> network (``--vpc-id/--subnet-id``, or the
+default VPC) -> template (cartflow/deploy/template.py) with the images *by digest* -> change set
+-> print -> execute and wait (or delete it, and the empty stack of a first dry run).
+
+Credentials come from boto3's usual chain; ``--endpoint-url`` points every client at an
+emulator (what the integration test does).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cartflow.config import Settings
+from cartflow.deploy.template import TemplateOptions, build_template, template_body
+
+console = Console()
+CAPABILITIES = ["CAPABILITY_IAM"]  # roles get generated names: no CAPABILITY_NAMED_IAM
+_DIGEST_URI = re.compile(r"^(?P<repo>[^@\s]+)@sha256:[a-f0-9]{64}$")
+_ECR_HOST = re.compile(r"^\d{12}\.dkr\.ecr(?:-fips)?\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?$")
+_NO_CHANGES = ("didn't contain changes", "No updates are to be performed", "no changes")
+
+
+class DeployError(RuntimeError):
+    """Something the user can fix; the message says what."""
+
+
+@dataclass
+class DeployRequest:
+    stack: str
+    region: str
+    dry_run: bool = False
+    endpoint_url: str | None = None
+    bucket: str | None = None  # default: <spec bucket>-<account>-<region> (S3 names are global)
+    image_uris: dict[str, str] = field(default_factory=dict)  # services/spark -> repo@sha256:...
+    registry: str | None = None  # default: this account's ECR in --region
+    vpc_id: str | None = None
+    subnet_ids: list[str] = field(default_factory=list)
+    assign_public_ip: bool = True
+    parameters: dict[str, str] = field(default_factory=dict)  # extra template parameters
+    timeout_seconds: float = 3600.0
+
+
+@dataclass
+class ChangeSet:
+    stack: str
+    name: str
+    change_set_type: str  # CREATE | UPDATE
+    status: str
+    reason: str
+    changes: list[dict[str, Any]]
+    parameters: dict[str, str]
+
+    @property
+    def empty(self) -> bool:
+        return self.status == "FAILED" and any(m in self.reason for m in _NO_CHANGES)
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def _clients(request: DeployRequest) -> Any:
+    import boto3
+
+    session = boto3.session.Session(region_name=request.region)
+
+    def client(service: str) -> Any:
+        return session.client(service, endpoint_url=request.endpoint_url)  # type: ignore[call-overload]
+
+    return client
+
+
+def _repository(uri: str) -> str | None:
+    """ECR repository name of an image URI by digest (None outside ECR)."""
+    m = _DIGEST_URI.match(uri)
+    if not m:
+        raise DeployError(f"image {uri!r} is not pinned by digest (expected <repository>@sha256:<64 hex>)")
+    host, _, path = m["repo"].partition("/")
+    return path if _ECR_HOST.match(host) else None
+
+
+def push_images(request: DeployRequest, account: str) -> dict[str, str]:
+    """``{services|spark: repo@sha256:...}``: the given URIs, or build + push both images now."""
+    from cartflow import images
+
+    missing = [n for n in images.IMAGES if n not in request.image_uris]
+    if not missing:
+        return dict(request.image_uris)
+    registry = request.registry or f"{account}.dkr.ecr.{request.region}.amazonaws.com"
+    console.print(f"building and pushing {', '.join(missing)} to {registry}")
+    try:
+        built = images.build_images(missing, echo=False)
+        pushed = images.push_images(built, registry, create_repositories=True, echo=True)
+    except images.ImageError as exc:
+        raise DeployError(f"image build/push failed: {exc}") from exc
+    uris = dict(request.image_uris)
+    for p in pushed:  # every tag of one image has the same digest; keep the first
+        uris.setdefault(p.name, p.by_digest)
+    return uris
+
+
+def network(request: DeployRequest, ec2: Any) -> tuple[str, list[str]]:
+    """(VPC id, subnet ids): as given, or the default VPC and its default subnets."""
+    if request.vpc_id and request.subnet_ids:
+        return request.vpc_id, list(request.subnet_ids)
+    vpc_id = request.vpc_id
+    if not vpc_id:
+        vpcs = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
+        if not vpcs:
+            raise DeployError("no default VPC in this region: pass --vpc-id and --subnet-id")
+        vpc_id = vpcs[0]["VpcId"]
+    subnets = request.subnet_ids or [
+        s["SubnetId"] for s in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]
+    ]
+    if not subnets:
+        raise DeployError(f"VPC {vpc_id} has no subnets: pass --subnet-id")
+    return vpc_id, sorted(subnets)
+
+
+def stack_parameters(request: DeployRequest, account: str, uris: Mapping[str, str], vpc_id: str, subnets: Iterable[str], settings: Settings) -> dict[str, str]:
+    params = {
+        "BucketName": request.bucket or f"{settings.bucket}-{account}-{request.region}",
+        "ServicesImageUri": uris["services"],
+        "SparkImageUri": uris["spark"],
+        "VpcId": vpc_id,
+        "SubnetIds": ",".join(subnets),
+    }
+    return {**params, **request.parameters}
+
+
+def _stack_exists(cfn: Any, stack: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        status = cfn.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"]
+    except ClientError as exc:
+        if "does not exist" in str(exc):
+            return False
+        raise
+    # A first dry run (or a failed first create) leaves nothing deployed: create again.
+    return status not in ("REVIEW_IN_PROGRESS",)
+
+
+def create_change_set(cfn: Any, stack: str, body: str, params: Mapping[str, str], timeout: float = 600.0) -> ChangeSet:
+    kind = "UPDATE" if _stack_exists(cfn, stack) else "CREATE"
+    name = f"cartflow-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfn.create_change_set(
+        StackName=stack,
+        ChangeSetName=name,
+        ChangeSetType=kind,
+        TemplateBody=body,
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
+        Capabilities=CAPABILITIES,
+        Description="cartflow deploy",
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        desc = cfn.describe_change_set(StackName=stack, ChangeSetName=name)
+        status = desc["Status"]
+        if status in ("CREATE_COMPLETE", "FAILED"):
+            break
+        if time.monotonic() > deadline:
+            raise DeployError(f"change set {name} still {status} after {timeout:.0f}s")
+        time.sleep(2)
+    changes = list(desc.get("Changes", []))
+    token = desc.get("NextToken")
+    while token:
+        page = cfn.describe_change_set(StackName=stack, ChangeSetName=name, NextToken=token)
+        changes += page.get("Changes", [])
+        token = page.get("NextToken")
+    return ChangeSet(stack, name, kind, status, desc.get("StatusReason", ""), changes, dict(params))
+
+
+def change_table(cs: ChangeSet) -> Table:
+    t = Table(title=f"change set {cs.name} ({cs.change_set_type} stack {cs.stack})")
+    for col in ("action", "logical id", "type", "replacement", "physical id"):
+        t.add_column(col, overflow="fold")
+    colors = {"Add": "green", "Modify": "yellow", "Remove": "red"}
+    for change in cs.changes:
+        rc = change.get("ResourceChange", {})
+        action = rc.get("Action", "")
+        t.add_row(
+            f"[{colors.get(action, 'white')}]{action}",
+            rc.get("LogicalResourceId", ""),
+            rc.get("ResourceType", ""),
+            str(rc.get("Replacement", "")),
+            rc.get("PhysicalResourceId", ""),
+        )
+    return t
+
+
+def parameter_table(params: Mapping[str, str]) -> Table:
+    t = Table(title="parameters")
+    t.add_column("name")
+    t.add_column("value", overflow="fold")
+    for k, v in params.items():
+        t.add_row(k, v)
+    return t
+
+
+def discard(cfn: Any, cs: ChangeSet) -> None:
+    """Delete a change set that will not run; a CREATE one also leaves an empty stack behind."""
+    cfn.delete_change_set(StackName=cs.stack, ChangeSetName=cs.name)
+    if cs.change_set_type == "CREATE":
+        cfn.delete_stack(StackName=cs.stack)
+
+
+def execute(cfn: Any, cs: ChangeSet, timeout: float) -> dict[str, str]:
+    """Run the change set, wait for the stack; returns its outputs (failure reasons on error)."""
+    cfn.execute_change_set(StackName=cs.stack, ChangeSetName=cs.name)
+    done = {"CREATE_COMPLETE", "UPDATE_COMPLETE"}
+    deadline = time.monotonic() + timeout
+    while True:
+        stack = cfn.describe_stacks(StackName=cs.stack)["Stacks"][0]
+        status = stack["StackStatus"]
+        if status in done:
+            return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+        if status.endswith("_COMPLETE") or status.endswith("_FAILED"):
+            raise DeployError(f"stack {cs.stack} ended {status}: {'; '.join(failure_reasons(cfn, cs.stack))}")
+        if time.monotonic() > deadline:
+            raise DeployError(f"stack {cs.stack} still {status} after {timeout:.0f}s")
+        time.sleep(5)
+
+
+def failure_reasons(cfn: Any, stack: str, limit: int = 10) -> list[str]:
+    events = cfn.describe_stack_events(StackName=stack).get("StackEvents", [])
+    failed = [e for e in events if str(e.get("ResourceStatus", "")).endswith("_FAILED")]
+    return [f"{e['LogicalResourceId']}: {e.get('ResourceStatusReason', '')}" for e in failed[:limit]]
+
+
+def deploy(request: DeployRequest, settings: Settings | None = None) -> ChangeSet:
+    """The whole command; returns the change set (executed unless dry run)."""
+    clients = _clients(request)
+    account = str(clients("sts").get_caller_identity()["Account"])
+    settings = (settings or Settings()).model_copy(update={"region": request.region, "account_id": account})
+    uris = push_images(request, account)
+    for name, uri in uris.items():
+        _repository(uri)  # validates the digest pin
+    vpc_id, subnets = network(request, clients("ec2"))
+    options = TemplateOptions(assign_public_ip=request.assign_public_ip, spark_repository=_repository(uris["spark"]))
+    body = template_body(build_template(settings, options))
+    params = stack_parameters(request, account, uris, vpc_id, subnets, settings)
+    cfn = clients("cloudformation")
+    cs = create_change_set(cfn, request.stack, body, params)
+    console.print(parameter_table(params))
+    if cs.empty:
+        console.print(f"stack {request.stack} is up to date: nothing to change")
+        discard(cfn, cs)
+        return cs
+    if cs.status != "CREATE_COMPLETE":
+        raise DeployError(f"change set {cs.name} {cs.status}: {cs.reason}")
+    console.print(change_table(cs))
+    if request.dry_run:
+        discard(cfn, cs)
+        console.print(f"dry run: change set {cs.name} deleted, nothing deployed")
+        return cs
+    outputs = execute(cfn, cs, request.timeout_seconds)
+    console.print(f"stack {request.stack} deployed")
+    console.print_json(json.dumps(outputs))
+    return cs
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _pairs(items: Iterable[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise typer.BadParameter(f"{what} must be NAME=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def deploy_cmd(
+    stack: Annotated[str, typer.Option(help="CloudFormation stack name")],
+    region: Annotated[str, typer.Option(help="AWS region, e.g. eu-west-1")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the change set, then delete it")] = False,
+    endpoint_url: Annotated[str | None, typer.Option(help="emulator endpoint for every client")] = None,
+    bucket: Annotated[str | None, typer.Option(help="data bucket; default <bucket>-<account>-<region>")] = None,
+    image_uri: Annotated[list[str] | None, typer.Option(help="services=URI / spark=URI by digest: skip build+push")] = None,
+    registry: Annotated[str | None, typer.Option(help="push to a registry HOST or HOST/PREFIX; default this account's ECR")] = None,
+    vpc_id: Annotated[str | None, typer.Option(help="VPC of the Spark tasks; default: the default VPC")] = None,
+    subnet_id: Annotated[list[str] | None, typer.Option(help="subnet (repeatable); default: the VPC's subnets")] = None,
+    public_ip: Annotated[bool, typer.Option(help="Spark tasks get a public IP (public subnets, no NAT)")] = True,
+    param: Annotated[list[str] | None, typer.Option(help="template parameter NAME=VALUE (repeatable)")] = None,
+) -> None:
+    """Push the images and create/update the AWS stack (CloudFormation change set)."""
+    request = DeployRequest(
+        stack=stack,
+        region=region,
+        dry_run=dry_run,
+        endpoint_url=endpoint_url,
+        bucket=bucket,
+        image_uris=_pairs(image_uri, "--image-uri"),
+        registry=registry,
+        vpc_id=vpc_id,
+        subnet_ids=list(subnet_id or []),
+        assign_public_ip=public_ip,
+        parameters=_pairs(param, "--param"),
+    )
+    try:
+        deploy(request)
+    except DeployError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+
+
+def template_cmd(
+    public_ip: Annotated[bool, typer.Option(help="Spark tasks get a public IP")] = True,
+    spark_repository: Annotated[str, typer.Option(help="ECR repository of the Spark image ('' = not ECR)")] = "cartflow-spark",
+) -> None:
+    """Print the CloudFormation template (JSON) generated from the resource spec."""
+    options = TemplateOptions(assign_public_ip=public_ip, spark_repository=spark_repository or None)
+    typer.echo(json.dumps(build_template(Settings(), options), indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("deploy")(deploy_cmd)
+    app.command("deploy-template")(template_cmd)

@@ -1,0 +1,195 @@
+"""Infrastructure failures as one clear line, and the bounded retry every process shares.
+
+A process that cannot reach its AWS endpoint, finds a table missing or is misconfigured
+must say so in one line an operator can act on and exit non-zero, instead of printing a
+botocore traceback or retrying forever. Used by the CLI (cartflow.cli_ops) and the local
+runners (cartflow.local.*).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+from pydantic import ValidationError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+APPLY_HINT = "run `cartflow resources apply`"
+# Error codes meaning "the resource is not there": retrying does not create it.
+MISSING_CODES = frozenset(
+    {
+        "ResourceNotFoundException",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "NoSuchBucket",
+        "StateMachineDoesNotExist",
+        "ActivityDoesNotExist",
+        "NotFound",  # SNS topic
+    }
+)
+# Configuration/credential problems: also not fixed by waiting.
+CONFIG_CODES = frozenset(
+    {"AccessDenied", "AccessDeniedException", "UnrecognizedClientException", "InvalidClientTokenId",
+     "InvalidSignatureException", "ExpiredTokenException"}
+)
+_UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError, ReadTimeoutError, ConnectionError)
+_TABLE_IN_MESSAGE = re.compile(r"Table: (?P<name>[A-Za-z0-9_.-]+) not found")
+
+
+class InfraError(RuntimeError):
+    """A failure the process cannot work around; ``str()`` is the one-line message."""
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, _UNREACHABLE)
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """True when waiting will not help: a missing resource, bad credentials, bad settings."""
+    if isinstance(exc, InfraError | NoCredentialsError | ValidationError):
+        return True
+    return error_code(exc) in MISSING_CODES | CONFIG_CODES
+
+
+def explain(exc: BaseException, endpoint: str | None = None) -> str | None:
+    """One line for a known infrastructure failure, None for anything else (a real bug)."""
+    where = endpoint or "AWS"
+    if isinstance(exc, InfraError):
+        return str(exc)
+    if isinstance(exc, ValidationError):
+        return invalid_settings_message(exc)
+    if is_unreachable(exc):
+        return f"cannot reach the AWS endpoint {where} ({type(exc).__name__}); is the emulator running (`cartflow up`)?"
+    if isinstance(exc, NoCredentialsError):
+        return "no AWS credentials found (environment, profile or role); the emulator accepts test/test"
+    code = error_code(exc)
+    message = str(exc.response.get("Error", {}).get("Message", "")) if isinstance(exc, ClientError) else ""
+    if code in MISSING_CODES:
+        m = _TABLE_IN_MESSAGE.search(message)
+        what = f"table {m['name']}" if m else (message or code)
+        return f"{what} not found at {where}: {APPLY_HINT}"
+    if code in CONFIG_CODES:
+        return f"AWS refused the credentials or permissions ({code}: {message})"
+    return None
+
+
+def invalid_settings_message(exc: ValidationError) -> str:
+    """``CARTFLOW_BUCKET: invalid S3 bucket name 'X'; ...`` from a Settings ValidationError."""
+    parts = []
+    for err in exc.errors():
+        field = "_".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"CARTFLOW_{field.upper()}: {err.get('msg', 'invalid')}")
+    return "invalid configuration: " + "; ".join(parts)
+
+
+def endpoint_reachable(endpoint: str, timeout: float = 2.0) -> bool:
+    """TCP connect to the endpoint's host:port (works for any emulator, no health API needed)."""
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------- preflight
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a process needs to exist before it can do anything useful."""
+
+    tables: tuple[str, ...] = ()
+    queues: tuple[str, ...] = ()
+    activities: tuple[str, ...] = ()  # activity ARNs
+    state_machines: tuple[str, ...] = ()  # state machine ARNs
+
+
+def missing(clients: Any, needs: Needs) -> list[str]:
+    """The needed resources that do not exist, as ``table X`` / ``queue Y`` / ... strings."""
+    gone: list[str] = []
+    checks: Iterable[tuple[str, str, Callable[[], Any]]] = [
+        *(("table", t, lambda t=t: clients.dynamodb.describe_table(TableName=t)) for t in needs.tables),
+        *(("queue", q, lambda q=q: clients.sqs.get_queue_url(QueueName=q)) for q in needs.queues),
+        *(("activity", a, lambda a=a: clients.sfn.describe_activity(activityArn=a)) for a in needs.activities),
+        *(("state machine", s, lambda s=s: clients.sfn.describe_state_machine(stateMachineArn=s)) for s in needs.state_machines),
+    ]
+    for kind, name, call in checks:
+        try:
+            call()
+        except ClientError as exc:
+            if error_code(exc) not in MISSING_CODES:
+                raise
+            gone.append(f"{kind} {name}")
+    return gone
+
+
+def check_ready(endpoint: str | None, clients: Any, needs: Needs) -> None:
+    """Raise InfraError (one line) unless the endpoint answers and every needed resource exists."""
+    if endpoint and not endpoint_reachable(endpoint):
+        raise InfraError(f"cannot reach the AWS endpoint {endpoint}; is the emulator running (`cartflow up`)?")
+    try:
+        gone = missing(clients, needs)
+    except Exception as exc:
+        line = explain(exc, endpoint)
+        if line is None:
+            raise
+        raise InfraError(line) from exc
+    if gone:
+        raise InfraError(f"{', '.join(gone)} not found at {endpoint or 'AWS'}: {APPLY_HINT}")
+
+
+def backoff_delays(attempts: int, base_s: float, max_s: float) -> list[float]:
+    """The waits between ``attempts`` tries: base, 2*base, 4*base, ... capped at max_s."""
+    return [min(max_s, base_s * 2**i) for i in range(max(0, attempts - 1))]
+
+
+def retry_bounded(
+    fn: Callable[[], T],
+    *,
+    attempts: int = 6,
+    base_s: float = 0.5,
+    max_s: float = 8.0,
+    retry_if: Callable[[BaseException], bool] = lambda exc: True,
+    sleep: Callable[[float], Any] = time.sleep,
+    what: str = "call",
+) -> T:
+    """``fn()`` with up to ``attempts`` tries and exponential backoff; the last error propagates.
+
+    Used at process start: an emulator that comes up a few seconds late is waited for, one
+    that never does ends the process (0.5+1+2+4+8 = 15.5 s with the defaults).
+    """
+    delays = backoff_delays(attempts, base_s, max_s)
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if attempt == attempts - 1 or not retry_if(exc):
+                raise
+            delay = delays[attempt]
+            log.warning("%s failed (%s); retry %d/%d in %.1fs", what, explain(exc) or exc, attempt + 1, attempts - 1, delay)
+            sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,175 @@
+"""Operator actions on batches: list, retry a failed one, audit the exactly-once invariants.
+
+Pure functions over ``Deps`` (the CLI in cartflow.cli_ops only formats their results), so
+tests call them directly against the emulator.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from cartflow.models import PROCESSED_PREFIX, RAW_PREFIX, BatchStatus, RawFile
+from cartflow.services.batches import BatchTable, Chunk
+from cartflow.services.controller import START_GRACE_MS
+from cartflow.services.deps import Deps, scan_items
+from cartflow.services.dispatch import execution_name
+
+
+def retry_command(batch_id: str) -> str:
+    """What an alert tells the operator to run (keep in sync with the ASL NotifyFailure)."""
+    return f"cartflow batches retry {batch_id}"
+
+
+def list_batches(deps: Deps, status: BatchStatus | None = None) -> list[Chunk]:
+    """Batches oldest first, optionally only those in one status (by_status index)."""
+    table = BatchTable(deps)
+    return table.by_status(status) if status else table.all()
+
+
+def find_batch(deps: Deps, batch_id: str) -> Chunk | None:
+    # The key is (group_key, batch_id) and an operator only knows the id: scan. Operator
+    # commands are rare and the table holds chunks for `event_retention_days` at most.
+    return next((c for c in BatchTable(deps).all() if c.batch_id == batch_id), None)
+
+
+# ------------------------------------------------------------------------------- retry
+
+
+class RetryRefused(Exception):
+    """The batch cannot be retried now; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    batch_id: str
+    attempt: int
+    execution_name: str  # the name the next execution will get
+    previous_execution: str | None
+
+
+def missing_raw_files(deps: Deps, chunk: Chunk) -> list[str]:
+    """The chunk's raw objects that are gone (a retry would fail validation on them)."""
+    s3 = deps.clients.s3
+    gone = []
+    for uri in chunk.file_paths:
+        f = RawFile.from_uri(uri)
+        try:
+            s3.head_object(Bucket=f.bucket, Key=f.key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                raise
+            gone.append(uri)
+    return gone
+
+
+def retry_batch(deps: Deps, batch_id: str) -> RetryResult:
+    """failed -> pending (conditional), so the stream trigger / controller starts it again.
+
+    Refuses unless the batch is failed, its raw files are all still there, and its failed
+    execution has released the in-flight lock. The next execution is named
+    ``<batch_id>-r<attempt>`` (names cannot be reused); the validate and transform jobs
+    replace this batch's rows, so a re-run never double-counts.
+    """
+    chunk = find_batch(deps, batch_id)
+    if chunk is None:
+        raise RetryRefused(f"no batch {batch_id!r}; see `cartflow batches list`")
+    if chunk.status != BatchStatus.FAILED.value:
+        raise RetryRefused(f"batch {batch_id} is {chunk.status}; only failed batches can be retried")
+    gone = missing_raw_files(deps, chunk)
+    if gone:
+        raise RetryRefused(
+            f"batch {batch_id}: {len(gone)} of its raw files are gone (first: {gone[0]}); "
+            "re-upload them (a new batch) instead of retrying this one"
+        )
+    table = BatchTable(deps)
+    if not table.reopen_failed(chunk):
+        now = table.get(chunk.group_key, chunk.batch_id)
+        holder, _ = table.lock_holder()
+        if now is not None and now.status != BatchStatus.FAILED.value:
+            raise RetryRefused(f"batch {batch_id} became {now.status} meanwhile (retried by someone else?)")
+        if holder == batch_id:
+            raise RetryRefused(
+                f"batch {batch_id}'s failed execution still holds the in-flight lock; "
+                f"try again in a minute (the controller frees it after {START_GRACE_MS // 1000}s)"
+            )
+        raise RetryRefused(f"batch {batch_id} changed while retrying; run the command again")
+    reopened = Chunk(**{**chunk.__dict__, "attempt": chunk.attempt + 1, "status": BatchStatus.PENDING.value})
+    return RetryResult(batch_id, reopened.attempt, execution_name(reopened), chunk.execution_arn)
+
+
+# ------------------------------------------------------------------------------- audit
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One broken invariant: ``kind`` is stable (tests, alerting), ``detail`` is for people."""
+
+    kind: str
+    subject: str
+    detail: str
+
+
+def _keys(deps: Deps, prefix: str) -> set[str]:
+    pages = deps.clients.s3.get_paginator("list_objects_v2").paginate(Bucket=deps.settings.bucket, Prefix=prefix)
+    return {o["Key"] for page in pages for o in page.get("Contents", []) if not o["Key"].endswith("/")}
+
+
+def audit(deps: Deps, *, stuck_after_s: float = 300.0) -> list[Finding]:
+    """Check that every file ends in exactly one state and nothing is lost or doubled.
+
+    * every raw object older than ``stuck_after_s`` has an event (no lost notification);
+    * every batched event points at a chunk that lists it, and every chunk file has exactly
+      one event pointing back (no file in two chunks, no chunk with a phantom file);
+    * no event waits more than ``stuck_after_s`` past its debounce deadline (debouncer down?);
+    * at most one chunk is processing, and the lock is held by it or by nobody;
+    * a done chunk's files are archived under processed/<batch_id>/, a failed one's are in raw/.
+    """
+    s = deps.settings
+    now = deps.now()
+    chunks = BatchTable(deps).all()
+    by_id = {c.batch_id: c for c in chunks}
+    events = scan_items(deps.clients.dynamodb, s.events_table)
+    findings: list[Finding] = []
+
+    pointing: dict[str, list[str]] = defaultdict(list)  # batch_id -> event s3 paths
+    for e in events:
+        if e.get("batch_id"):
+            pointing[e["batch_id"]].append(e["s3_path"])
+            if e["batch_id"] not in by_id:
+                findings.append(Finding("dangling_event", e["s3_path"], f"points at missing batch {e['batch_id']}"))
+        elif e.get("status") == "received" and float(e.get("debounce_deadline", now)) < now - stuck_after_s:
+            findings.append(Finding("stuck_event", e["s3_path"], "waiting long past its debounce deadline"))
+    for c in chunks:
+        listed, back = Counter(c.file_paths), Counter(pointing.get(c.batch_id, []))
+        for path in sorted((listed - back) | (back - listed)):
+            findings.append(Finding("chunk_event_mismatch", c.batch_id, f"{path}: listed {listed[path]}x, events {back[path]}x"))
+
+    processing = [c.batch_id for c in chunks if c.status == BatchStatus.PROCESSING.value]
+    if len(processing) > 1:
+        findings.append(Finding("two_in_flight", ",".join(processing), f"{len(processing)} batches processing"))
+    holder, acquired = BatchTable(deps).lock_holder()
+    if holder and holder not in processing and deps.now_ms() - (acquired or 0) > START_GRACE_MS:
+        findings.append(Finding("stale_lock", holder, "lock held by a batch that is not processing"))
+
+    raw, processed = _keys(deps, RAW_PREFIX), _keys(deps, PROCESSED_PREFIX)
+    seen = {e["s3_path"] for e in events}
+    for key in sorted(raw):
+        if s.s3_uri(key) not in seen and _age_s(deps, key, now) > stuck_after_s:
+            findings.append(Finding("lost_file", s.s3_uri(key), "in raw/ but never recorded (notification lost?)"))
+    for c in chunks:
+        for uri in c.file_paths:
+            key = uri.split("/", 3)[-1]
+            if c.status == BatchStatus.DONE.value and f"{PROCESSED_PREFIX}{c.batch_id}/{key[len(RAW_PREFIX):]}" not in processed:
+                findings.append(Finding("not_archived", c.batch_id, f"{uri} done but not under {PROCESSED_PREFIX}{c.batch_id}/"))
+            if c.status == BatchStatus.FAILED.value and key not in raw:
+                findings.append(Finding("failed_file_gone", c.batch_id, f"{uri} missing from raw/: cannot be retried"))
+    return findings
+
+
+def _age_s(deps: Deps, key: str, now: float) -> float:
+    head: dict[str, Any] = deps.clients.s3.head_object(Bucket=deps.settings.bucket, Key=key)
+    return now - head["LastModified"].timestamp()
