@@ -54,7 +54,7 @@ RATE = Decimal("0.0001")
 
 
 class StructuralError(Exception):
-    """The batch cannot be validated at all (e.g. a header lacks required columns)."""
+    """The batch fails as a whole: nothing of it is merged (e.g. too many quarantined rows)."""
 
 
 # --- contracts ----------------------------------------------------------------------------
@@ -67,6 +67,8 @@ class Column:
     max: Any = None
     allowed: tuple[str, ...] | None = None
     pattern: str | None = None
+    max_length: int | None = None
+    decimals: int | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ def load_contracts(directory: Path = CONTRACTS_DIR) -> dict[str, Contract]:
                 max=c.get("max"),
                 allowed=tuple(str(v) for v in c["allowed"]) if "allowed" in c else None,
                 pattern=c.get("pattern"),
+                max_length=c.get("max_length"),
+                decimals=c.get("decimals"),
             )
             for name, c in spec["columns"].items()
         )
@@ -148,7 +152,7 @@ def _typed_expr(col: Column) -> str:
 def _reason_expr(contract: Contract) -> str:
     """First failing row-level rule, columns in contract order, rules in a fixed order per column.
 
-    Rule order per column: required, type, min, max, allowed, pattern.
+    Rule order per column: required, type, min, max, decimals, allowed, pattern, max_length.
     """
     whens: list[str] = []
     for col in contract.columns:
@@ -162,6 +166,11 @@ def _reason_expr(contract: Contract) -> str:
         if col.max is not None:
             # NaN cannot appear (_DOUBLE_RE refuses it), so a plain comparison is enough.
             whens.append(f"WHEN {typed} > {_lit(col.max)} THEN {_lit(f'{n}: above maximum {_bound(col.max)}')}")
+        if col.decimals is not None:
+            whens.append(
+                f"WHEN {typed} IS NOT NULL AND length(regexp_extract({raw}, '^[+-]?[0-9]*\\.([0-9]*)', 1)) > {col.decimals} "
+                f"THEN {_lit(f'{n}: more than {col.decimals} decimal places')}"
+            )
         if col.allowed is not None:
             allowed = ", ".join(_lit(a) for a in col.allowed)
             whens.append(f"WHEN {raw} IS NOT NULL AND {raw} NOT IN ({allowed}) THEN {_lit(f'{n}: value not allowed')}")
@@ -169,6 +178,10 @@ def _reason_expr(contract: Contract) -> str:
             whens.append(
                 f"WHEN {raw} IS NOT NULL AND NOT regexp_full_match({raw}, {_lit(col.pattern)}) "
                 f"THEN {_lit(f'{n}: does not match pattern')}"
+            )
+        if col.max_length is not None:
+            whens.append(
+                f"WHEN length({raw}) > {col.max_length} THEN {_lit(f'{n}: longer than {col.max_length} characters')}"
             )
     return "CASE " + " ".join(whens) + " END"
 
@@ -201,6 +214,8 @@ class Oracle:
     contracts: dict[str, Contract] = field(default_factory=load_contracts)
     con: duckdb.DuckDBPyConnection = field(default_factory=lambda: duckdb.connect(":memory:"))
     rejected: list[Rejected] = field(default_factory=list)
+    rejected_files: list[tuple[str, str]] = field(default_factory=list)  # (path, problem)
+    max_quarantined_share: float = 1.0  # a batch above it fails (Settings.max_quarantined_share)
     touched_dates: list[set[str]] = field(default_factory=list)  # per batch
     _n: int = 0
     _tmp: int = 0
@@ -217,14 +232,24 @@ class Oracle:
         for ds in files:
             if ds not in self.contracts:
                 raise StructuralError(f"unknown dataset {ds!r}")
-        # Structural checks for every file first, so a broken batch changes nothing.
+        # A file whose header is not its contract's is rejected as a whole; the batch goes on.
         for ds, paths in files.items():
+            kept = []
             for p in paths:
-                self._check_header(ds, p)
+                problem = self._header_problem(ds, p)
+                if problem:
+                    self.rejected_files.append((str(p), problem))
+                else:
+                    kept.append(p)
+            files[ds] = kept
         i = self._n
         self._n += 1
         for ds in DATASET_ORDER:
             self._validate(i, ds, files.get(ds, []))
+        bad = sum(1 for r in self.rejected if r.batch == i)
+        total = bad + sum(self.con.execute(f"SELECT count(*) FROM ok_{i}_{ds}").fetchone()[0] for ds in DATASET_ORDER)
+        if total and bad / total > self.max_quarantined_share:
+            raise StructuralError(f"batch {i}: {bad} of {total} rows quarantined, above {self.max_quarantined_share}")
         touched = self._touched_dates(i)
         for ds in DATASET_ORDER:
             self._merge(i, ds)
@@ -263,13 +288,14 @@ class Oracle:
         return orders, cats
 
     # -- validation --------------------------------------------------------------------------
-    def _check_header(self, ds: str, path: Path) -> None:
-        header = _read_header(path)
+    def _header_problem(self, ds: str, path: Path) -> str | None:
+        """The header must name exactly the contract's columns, each once (any order)."""
+        header = [h.strip() for h in _read_header(path)]
         if len(set(header)) != len(header):
-            raise StructuralError(f"{path}: duplicate column names in header")
-        missing = [c.name for c in self.contracts[ds].columns if c.required and c.name not in header]
-        if missing:
-            raise StructuralError(f"{path}: header lacks required columns {missing}")
+            return "duplicate column names in header"
+        if set(header) != {c.name for c in self.contracts[ds].columns}:
+            return "header is not the contract's columns"
+        return None
 
     def _validate(self, i: int, ds: str, paths: list[Path]) -> None:
         contract = self.contracts[ds]
@@ -509,14 +535,17 @@ def expected_kpis(
     return oracle.kpis(None if all_dates else oracle.touched_dates[-1])
 
 
-def expected_table_state(batches: Sequence[Batch], *, skip_failed: bool = False) -> tuple[OrderKpis, CategoryKpis]:
+def expected_table_state(
+    batches: Sequence[Batch], *, skip_failed: bool = False, max_quarantined_share: float = 1.0
+) -> tuple[OrderKpis, CategoryKpis]:
     """OrderKPIs/CategoryKPIs contents after running ``batches`` in order.
 
     Each batch replaces the rows of its touched dates (and removes rows of those dates that
-    no longer exist); other dates keep what an earlier batch wrote. A structurally broken
-    batch fails and writes nothing when ``skip_failed``; otherwise StructuralError propagates.
+    no longer exist); other dates keep what an earlier batch wrote. A batch quarantining more
+    than ``max_quarantined_share`` of its rows fails and writes nothing when ``skip_failed``;
+    otherwise StructuralError propagates.
     """
-    oracle = Oracle()
+    oracle = Oracle(max_quarantined_share=max_quarantined_share)
     orders: OrderKpis = {}
     cats: CategoryKpis = {}
     for b in batches:

@@ -1,7 +1,7 @@
 """The compose target end to end: build the images, bring the stack up with `docker compose`
 (testcontainers' DockerCompose), seed the valid fixtures with the one-shot seeder, wait for
 KPIs in DynamoDB (through the published 127.0.0.1 port, plain boto3) and compare them with
-the independent oracle; then the failure path (structurally broken file -> batch failed,
+the independent oracle; then the failure path (every row invalid -> batch failed,
 failure notice on SNS -> SQS). Tears down with volumes.
 
 The tests run in order and share one stack. Measurements go to .cache/e2e-metrics.json.
@@ -120,14 +120,15 @@ def test_seeded_fixtures_reach_kpis_equal_to_the_oracle(stack: dict[str, Any], a
     del compose
 
 
-def test_broken_file_fails_the_batch_and_sends_a_failure_notice(stack: dict[str, Any], aws: dict[str, Any]) -> None:
+def test_a_batch_over_the_quarantine_threshold_fails_and_sends_a_failure_notice(stack: dict[str, Any], aws: dict[str, Any]) -> None:
     sqs, sns, s3 = aws["sqs"], aws["sns"], aws["s3"]
     url = sqs.create_queue(QueueName="e2e-failure-notices")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=FAILURE_TOPIC, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
 
-    broken = FIXTURES / "broken" / "orders" / "orders_missing_columns.csv"
-    key = "raw/orders/" + broken.name
+    # Every row breaks a rule: 100% quarantined is over the default threshold (50%).
+    broken = FIXTURES / "broken" / "order_lines" / "order_lines_all_invalid.csv"
+    key = "raw/order_lines/" + broken.name
     s3.upload_file(str(broken), BUCKET, key)
 
     def failed_batch() -> Any:
@@ -146,5 +147,6 @@ def test_broken_file_fails_the_batch_and_sends_a_failure_notice(stack: dict[str,
 
     [msg, *_] = wait_for(notice, 120, "the failure notice", stack, interval=0)
     print("\nfailure notice:", msg["Body"][:500])
+    assert "quarantined 5 of 5 rows" in msg["Body"]
     # The broken file stays in raw/ for a fix-and-retry (it is not archived).
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix=key).get("KeyCount", 0) == 1

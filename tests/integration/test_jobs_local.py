@@ -46,7 +46,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture()
 def settings() -> Settings:
-    return Settings(aws_endpoint_url="http://127.0.0.1:9", bucket="cartflow-test")  # file:// warehouse: S3 unused
+    # file:// warehouse: S3 unused. No quarantine threshold: these tests look at the rows.
+    return Settings(aws_endpoint_url="http://127.0.0.1:9", bucket="cartflow-test", max_quarantined_share=1.0)
 
 
 @dataclass
@@ -199,29 +200,41 @@ def test_valid_three_table_batch_lands_in_validated_delta(lake: Lake) -> None:
     assert {str(r["processing_date"]) for r in orders.values()} == {"2025-07-08"}
     assert orders[101]["source_file"] == batch.orders_paths[0]
     items = {r["id"]: r for r in lake.table("validated", "order_items")}
-    assert items[2]["sale_price"] == pytest.approx(10.005)
+    assert items[2]["sale_price"] == pytest.approx(10.05)
     assert lake.table("quarantine", "orders") == []
     # The result document is written next to the tables and equals the return value.
     document = json.loads((lake.root / "warehouse" / "validation_output" / f"{batch.batch_id}.json").read_text())
     assert document == json.loads(result.model_dump_json())
 
 
-def test_flat_batch_with_reordered_and_extra_columns(lake: Lake) -> None:
-    header = list(reversed(LINES_H)) + ["note"]
-    rows = [list(reversed(r)) + ["x"] for r in LINES]
+def test_flat_batch_with_reordered_columns(lake: Lake) -> None:
+    header = list(reversed(LINES_H))
+    rows = [list(reversed(r)) for r in LINES]
     batch = lake.batch("20250708T100000Z-f", order_lines_paths=[lake.csv("flat.csv", header, rows)])
     result = lake.validate(batch)
 
     assert result.status == "passed" and result.shape == "order_lines"
     table = result.tables["order_lines"]
     assert (table.input_rows, table.valid_rows, table.quarantined_rows) == (4, 4, 0)
-    assert table.reasons == {"warning: extra column 'note' ignored": 1}
     stored = {(r["order_id"], r["product_id"]): r for r in lake.table("validated", "order_lines")}
     assert stored[("ORD123", "PROD001")]["quantity"] == 2
     assert stored[("ORD124", "PROD002")]["returned"] is True
     assert stored[("ORD125", "PROD002")]["returned"] is False
     assert str(stored[("ORD125", "PROD002")]["order_date"]) == "2025-07-09"
-    assert "note" not in stored[("ORD123", "PROD001")]
+
+
+def test_a_file_with_an_extra_column_is_rejected_and_the_rest_of_the_batch_goes_on(lake: Lake) -> None:
+    extra = lake.csv("flat_extra.csv", LINES_H + ["note"], [r + ["x"] for r in LINES])
+    good = lake.csv("flat_good.csv", LINES_H, LINES)
+    result = lake.validate(lake.batch("20250708T100000Z-x", order_lines_paths=[extra, good]))
+
+    assert result.status == "passed"
+    assert result.rejected_files == {extra: "header has unexpected column(s) note"}
+    table = result.tables["order_lines"]
+    assert (table.files, table.rejected_files, table.valid_rows) == (1, 1, len(LINES))
+    assert {r["source_file"] for r in lake.table("validated", "order_lines")} == {good}
+    registry = {r["source_file"]: r for r in lake.table("file_registry")}
+    assert registry[extra]["status"] == "rejected" and registry[good]["valid_rows"] == len(LINES)
 
 
 def test_every_invalid_row_kind_gets_its_specific_reason(lake: Lake) -> None:
@@ -264,7 +277,7 @@ def test_every_invalid_row_kind_gets_its_specific_reason(lake: Lake) -> None:
 
     reasons = {str(r["order_id"]): r["reasons"] for r in lake.table("quarantine", "orders") if r["order_id"] != "4"}
     assert reasons["1"] == ["user_id: required value missing"]
-    assert reasons["2"] == ["created_at: not a valid timestamp: 'yesterday'"]
+    assert reasons["2"] == ["created_at: not a valid timestamp: 'yesterday' (expected YYYY-MM-DD HH:MM[:SS])"]
     assert sorted(reasons["3"]) == sorted(
         [
             "status: value not allowed: 'Lost' (allowed: Processing, Shipped, Complete, Cancelled, Returned)",
@@ -273,11 +286,15 @@ def test_every_invalid_row_kind_gets_its_specific_reason(lake: Lake) -> None:
         ]
     )
     assert reasons["5"] == ["num_of_item: not a valid int: '1.5'"]
-    assert reasons["7"] == ["malformed row"]
+    assert reasons["7"] == ["malformed row: field count differs from the header's 9"]
     duplicates = [r for r in lake.table("quarantine", "orders") if r["order_id"] == "4"]
     assert [r["reasons"] for r in duplicates] == [["order_id: duplicate key (3 rows in batch)"]] * 3
     malformed = next(r for r in lake.table("quarantine", "orders") if r["order_id"] == "7")
-    assert malformed["raw_record"].endswith("surplus") and malformed["reason"] == "malformed row"
+    assert malformed["raw_record"].endswith("surplus") and malformed["reason"].startswith("malformed row")
+    assert (malformed["line_number"], malformed["record_number"]) == (10, 9)
+    assert malformed["errors"] == [{"rule": "malformed", "column": None, "value": None}]
+    lines = {str(r["order_id"]): r["line_number"] for r in lake.table("quarantine", "orders") if r["order_id"] != "4"}
+    assert lines == {"1": 2, "2": 3, "3": 4, "5": 8, "7": 10}
     assert [r["order_id"] for r in lake.table("validated", "orders")] == [6]
 
     item_reasons = {r["id"]: r["reasons"] for r in lake.table("quarantine", "order_items")}
@@ -286,11 +303,14 @@ def test_every_invalid_row_kind_gets_its_specific_reason(lake: Lake) -> None:
         "12": ["product_id: no such products: '42'"],
         "13": ["order_id: no such orders: '1'"],
         "14": ["sale_price: above maximum 100000: '100000.5'"],
-        "15": ["created_at: not a valid timestamp: '2025-07-06'"],
+        "15": ["created_at: not a valid timestamp: '2025-07-06' (expected YYYY-MM-DD HH:MM[:SS])"],
     }
     flat_reasons = {r["order_id"]: r["reasons"] for r in lake.table("quarantine", "order_lines")}
     assert flat_reasons["bad id!"] == ["order_id: does not match pattern ^[A-Za-z0-9_-]{1,64}$: 'bad id!'"]
-    assert sorted(flat_reasons["O2"]) == ["order_date: not a valid date: '2025-7-6'", "returned: not a valid boolean: 'yes'"]
+    assert sorted(flat_reasons["O2"]) == [
+        "order_date: not a valid date: '2025-7-6' (expected YYYY-MM-DD)",
+        "returned: not a valid boolean: 'yes'",
+    ]
     assert flat_reasons["O3"] == ["unit_price: not a valid double: 'NaN'"]
 
     histogram = result.tables["orders"].reasons
@@ -301,23 +321,64 @@ def test_every_invalid_row_kind_gets_its_specific_reason(lake: Lake) -> None:
     assert result.tables["order_items"].reasons["order_id: no such orders"] == 2
 
 
-def test_structurally_broken_files_fail_the_batch_without_delta_writes(lake: Lake) -> None:
+def test_broken_files_are_rejected_one_by_one_with_their_reason(lake: Lake) -> None:
+    missing_columns = lake.csv("s/orders.csv", ORDERS_H[:-2], [])
+    empty = lake.text("s/empty.csv", "")
+    gone = lake.root.joinpath("raw/s/nope.csv").as_uri()
+    products = lake.csv("s/products.csv", PRODUCTS_H, PRODUCTS)
     batch = lake.batch(
-        "20250708T100000Z-broken",
-        orders_paths=[lake.csv("s/orders.csv", ORDERS_H[:-2], [])],
-        order_items_paths=[lake.text("s/empty.csv", "")],
-        products_paths=[lake.root.joinpath("raw/s/nope.csv").as_uri(), lake.csv("s/products.csv", PRODUCTS_H, PRODUCTS)],
+        "20250708T100000Z-broken", orders_paths=[missing_columns], order_items_paths=[empty], products_paths=[gone, products]
     )
     result = lake.validate(batch)
 
-    assert result.status == "failed"
-    assert len(result.errors) == 3
-    assert any("orders.csv" in e and "missing column(s) delivered_at, num_of_item" in e for e in result.errors)
-    assert any("empty.csv" in e and "empty" in e for e in result.errors)
-    assert any("nope.csv" in e and "does not exist" in e for e in result.errors)
-    assert not lake.has_table("validated", "products")
-    assert not lake.has_table("quarantine", "orders")
-    assert json.loads(Path(result.result_uri.removeprefix("file://")).read_text())["status"] == "failed"
+    assert result.status == "passed"
+    assert result.rejected_files == {
+        missing_columns: "header is missing column(s) delivered_at, num_of_item",
+        empty: "file is empty (0 bytes)",
+        gone: "file does not exist (deleted after upload?)",
+    }
+    assert len(lake.table("validated", "products")) == len(PRODUCTS)
+    assert not lake.has_table("validated", "orders")
+    assert json.loads(Path(result.result_uri.removeprefix("file://")).read_text())["files"][0]["status"] == "rejected"
+
+
+def test_a_batch_over_the_quarantine_threshold_fails_and_writes_nothing(lake: Lake) -> None:
+    rows = [["O1", "C1", "2025-07-06", "Books", "P1", 1, "1", "true"]] + [
+        [f"O{i}", "C1", "07/06/2025", "Books", "P1", 1, "1", "true"] for i in range(2, 5)
+    ]
+    batch = lake.batch("20250708T100000Z-t", order_lines_paths=[lake.csv("mostly_bad.csv", LINES_H, rows)])
+    strict = Lake(lake.root, lake.spark, lake.settings.model_copy(update={"max_quarantined_share": 0.5}))
+    result = strict.validate(batch)
+
+    assert result.status == "failed" and result.quarantined_share == 0.75
+    assert result.errors == [
+        "quarantined 3 of 4 rows (75%), above the limit of 50% (CARTFLOW_MAX_QUARANTINED_SHARE); nothing was written"
+    ]
+    assert result.archive == [] and result.processing_dates == []
+    assert not lake.has_table("validated", "order_lines") and not lake.has_table("quarantine", "order_lines")
+
+
+def test_line_numbers_hold_across_file_splits_blank_lines_and_multiline_fields(lake: Lake) -> None:
+    rows = [[f"O{i}", "C1", "2025-07-06", "Books", "P1", 1, "1", "true"] for i in range(3000)]
+    for i in (5, 1500, 2999):
+        rows[i][5] = 0  # quantity below minimum
+    big = lake.csv("big.csv", LINES_H, rows)
+    text = (
+        "order_id,customer_id,order_date,category,product_id,quantity,unit_price,returned\n"
+        'M1,C1,2025-07-06,Books,"P\n1",1,1,true\n'  # lines 2-3: a quoted line break (bad id)
+        "\n"  # line 4: blank
+        "M2,C1,2025-07-06,Books,P2,0,1,true\n"  # line 5: bad
+    )
+    odd = lake.text("odd.csv", text)
+    previous = lake.spark.conf.get("spark.sql.files.maxPartitionBytes")
+    lake.spark.conf.set("spark.sql.files.maxPartitionBytes", "16k")  # ~10 splits for big.csv
+    try:
+        result = lake.validate(lake.batch("20250708T100000Z-l", order_lines_paths=[big, odd]))
+    finally:
+        lake.spark.conf.set("spark.sql.files.maxPartitionBytes", previous)
+    assert result.tables["order_lines"].quarantined_rows == 5
+    lines = sorted((r["source_file"].rsplit("/", 1)[-1], r["line_number"]) for r in lake.table("quarantine", "order_lines"))
+    assert lines == [("big.csv", 7), ("big.csv", 1502), ("big.csv", 3001), ("odd.csv", 2), ("odd.csv", 5)]
 
 
 def test_references_resolve_against_previously_validated_batches(lake: Lake) -> None:

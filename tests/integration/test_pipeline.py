@@ -2,8 +2,8 @@
 the spark-runner with real Spark + Delta. KPIs are checked against tests/oracle.py (DuckDB),
 validated/quarantined Delta tables are read back with the independent `deltalake` reader.
 
-The tests run in order and share one stack: valid fixtures, then invalid rows, then a
-structurally broken file.
+The tests run in order and share one stack: valid fixtures, then invalid rows (and a file
+rejected as a whole), then a batch over the quarantine threshold.
 """
 
 from __future__ import annotations
@@ -21,13 +21,15 @@ from tests.kpi_check import assert_kpis_equal_oracle as check_kpis
 from tests.oracle import batch_from_dir
 
 pytestmark = pytest.mark.integration
+MAX_SHARE = 0.9
 
 
 
 @pytest.fixture(scope="module")
 def settings(settings):  # type: ignore[no-untyped-def]
     # One fixture folder is uploaded file by file: a window wider than the upload keeps it one batch.
-    return settings.model_copy(update={"debounce_seconds": 5})
+    # fixtures/invalid quarantines 80% of its rows on purpose; fixtures/broken 100%.
+    return settings.model_copy(update={"debounce_seconds": 5, "max_quarantined_share": MAX_SHARE})
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,7 @@ def settle(deps, stack, n_files: int, timeout: float = 420) -> float:  # type: i
 
 
 def assert_kpis_equal_oracle(deps, batches_in_order) -> None:  # type: ignore[no-untyped-def]
-    check_kpis(order_kpis(deps), category_kpis(deps), batches_in_order)
+    check_kpis(order_kpis(deps), category_kpis(deps), batches_in_order, max_quarantined_share=MAX_SHARE)
 
 
 def delta_rows(deps, table: str):  # type: ignore[no-untyped-def]
@@ -124,15 +126,23 @@ def test_invalid_rows_are_quarantined_with_reasons_and_the_batch_completes(deps,
     assert latest.status == "done", latest
 
     expected = yaml.safe_load((FIXTURES / "invalid" / "expected_quarantine.yaml").read_text())["rows"]
-    quarantined: list[tuple[str, str]] = []
+    quarantined: list[tuple[str, str, int]] = []
     for dataset in ("orders", "order_items", "products", "order_lines"):
         for r in delta_rows(deps, f"quarantine/{dataset}"):
             assert r["batch_id"] == latest.batch_id
-            quarantined.append((dataset, r["reason"]))
+            quarantined.append((r["source_file"].rsplit("/", 2)[-2] + "/" + r["source_file"].rsplit("/", 1)[-1], r["reason"], r["line_number"]))
     assert len(quarantined) == len(expected)
     for row in expected:
-        dataset = row["file"].split("/")[0]
-        assert any(d == dataset and reason.startswith(row["reason"]) for d, reason in quarantined), row
+        assert any(f == row["file"] and line == row["line"] and reason.startswith(row["reason"]) for f, reason, line in quarantined), row
+
+    # The semicolon file was rejected as a whole, archived under rejected/, the others under processed/.
+    rejected_key = "raw/orders/orders_semicolon.csv"
+    states = {f.s3_path.split("/", 3)[-1]: f for f in files(deps)}
+    assert states[rejected_key].state == "rejected"
+    assert states[rejected_key].reason.startswith("wrong delimiter: header splits on ';'")
+    assert raw_keys(deps, f"rejected/{latest.batch_id}/") == {f"rejected/{latest.batch_id}/orders/orders_semicolon.csv"}
+    assert len(raw_keys(deps, f"processed/{latest.batch_id}/")) == len(keys) - 1
+    assert states["raw/orders/orders_invalid.csv"].quarantined_rows > 0
 
     assert_kpis_equal_oracle(deps, [batch_from_dir(FIXTURES / "valid"), batch_from_dir(FIXTURES / "invalid")])
 
@@ -149,7 +159,7 @@ def test_a_products_only_batch_moves_category_kpis_of_every_date_it_touches(deps
     )
 
 
-def test_structurally_broken_file_fails_the_batch_with_a_notice_and_is_not_archived(deps, stack, failure_queue) -> None:  # type: ignore[no-untyped-def]
+def test_a_batch_over_the_quarantine_threshold_fails_with_a_notice_and_is_not_archived(deps, stack, failure_queue) -> None:  # type: ignore[no-untyped-def]
     before = {b.batch_id for b in batches(deps)}
     known = len(files(deps))
     keys = upload_dir(deps, FIXTURES / "broken")
@@ -163,6 +173,17 @@ def test_structurally_broken_file_fails_the_batch_with_a_notice_and_is_not_archi
         msgs = deps.clients.sqs.receive_message(QueueUrl=failure_queue, WaitTimeSeconds=2).get("Messages", [])
         bodies += [m["Body"] for m in msgs]
     notice = next(b for b in bodies if failed.batch_id in b)
-    assert "missing" in notice  # names what is wrong with the file
+    assert "quarantined 5 of 5 rows" in notice  # says why, with the numbers
     states = {f.s3_path: f.state for f in files(deps)}
     assert all(states[f"s3://{deps.settings.bucket}/{k}"] == "failed (kept in raw/)" for k in keys)
+    # The result still explains every file: the orders file would have been rejected anyway.
+    body = deps.clients.s3.get_object(Bucket=deps.settings.bucket, Key=f"validation_output/{failed.batch_id}.json")["Body"]
+    result = json.loads(body.read())
+    assert result["status"] == "failed"
+    assert {f["uri"].rsplit("/", 1)[-1]: f["status"] for f in result["files"]} == {
+        "orders_missing_columns.csv": "rejected",
+        "order_lines_all_invalid.csv": "accepted",
+    }
+    assert_kpis_equal_oracle(
+        deps, [batch_from_dir(FIXTURES / d) for d in ("valid", "invalid", "recategorize", "broken")]
+    )

@@ -151,13 +151,21 @@ def test_duplicate_with_a_broken_copy_and_blank_values(tmp_path: Path) -> None:
     }
 
 
-def test_header_without_required_columns_fails_the_batch() -> None:
-    batch = {"orders": [FIXTURES / "broken/orders/orders_missing_columns.csv"]}
-    with pytest.raises(oracle.StructuralError, match="status"):
-        oracle.load_valid(batch)
-    # A failed batch writes nothing; the batches around it still apply.
+def test_a_file_without_the_contract_columns_is_rejected_and_the_batch_goes_on() -> None:
+    broken = FIXTURES / "broken/orders/orders_missing_columns.csv"
     valid = _batch(["valid/order_lines/order_lines_part1.csv"])
-    state, _ = oracle.expected_table_state([valid, batch], skip_failed=True)
+    o = oracle.load_valid([{**valid, "orders": [broken]}])
+    assert [path for path, _ in o.rejected_files] == [str(broken)]
+    state, _ = oracle.expected_table_state([{**valid, "orders": [broken]}])
+    assert state == oracle.expected_table_state([valid])[0]
+
+
+def test_a_batch_over_the_quarantine_threshold_fails_and_writes_nothing() -> None:
+    broken = oracle.batch_from_dir(FIXTURES / "broken")
+    with pytest.raises(oracle.StructuralError, match="quarantined"):
+        oracle.Oracle(max_quarantined_share=0.9).add_batch(broken)
+    valid = _batch(["valid/order_lines/order_lines_part1.csv"])
+    state, _ = oracle.expected_table_state([valid, broken], skip_failed=True, max_quarantined_share=0.9)
     assert set(state) == {"2025-07-06", "2025-07-07"}
 
 
