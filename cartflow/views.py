@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ class FileState:
     batch_id: str | None
     reason: str | None
     quarantined_rows: int | None = None  # known once the batch is done
+    arrived_at: float | None = None  # the upload's S3 event time (epoch seconds)
 
 
 def outcomes_of(chunk: Chunk) -> dict[str, FileOutcome]:
@@ -70,7 +72,8 @@ def files(deps: Deps, known_batches: list[Chunk] | None = None) -> list[FileStat
                 quarantined = outcome.quarantined_rows
         else:
             state, reason = "waiting (debounce)", None
-        out.append(FileState(e["s3_path"], e["group_key"], state, batch_id, reason, quarantined))
+        arrived = float(e["arrival_timestamp"]) if "arrival_timestamp" in e else None
+        out.append(FileState(e["s3_path"], e["group_key"], state, batch_id, reason, quarantined, arrived))
     return sorted(out, key=lambda f: (f.group_key, f.s3_path))
 
 
@@ -114,3 +117,35 @@ def validation_result(deps: Deps, batch_id: str) -> ValidationResult | None:
     except s3.exceptions.NoSuchKey:
         return None
     return ValidationResult.model_validate_json(body.read())
+
+
+# ----------------------------------------------------------------------------- audit ledger
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One upload of one raw file and the single state it is in."""
+
+    s3_path: str
+    arrived_at: float | None
+    outcome: str  # processed | rejected | failed | in progress
+    batch_id: str | None
+    detail: str  # e.g. "processed in batch X, 3 quarantined rows" / "rejected: <reason>"
+
+
+def ledger(deps: Deps) -> list[LedgerRow]:
+    """Every upload the events table remembers (event_retention_days after it ended) and its state."""
+    rows = []
+    for f in files(deps):
+        if f.state == ARCHIVED:
+            n = f.quarantined_rows
+            quarantined = "" if n is None else f", {n} quarantined row{'s' if n != 1 else ''}"
+            rows.append(LedgerRow(f.s3_path, f.arrived_at, "processed", f.batch_id, f"processed in batch {f.batch_id}{quarantined}"))
+        elif f.state == REJECTED:
+            rows.append(LedgerRow(f.s3_path, f.arrived_at, "rejected", f.batch_id, f"rejected: {f.reason}"))
+        elif f.state == FILE_STATE[BatchStatus.FAILED.value]:
+            rows.append(LedgerRow(f.s3_path, f.arrived_at, "failed", f.batch_id, f"failed batch {f.batch_id}: {f.reason or 'no error recorded'}"))
+        else:
+            since = "" if f.arrived_at is None else datetime.fromtimestamp(f.arrived_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            rows.append(LedgerRow(f.s3_path, f.arrived_at, "in progress", f.batch_id, f"in progress ({f.state}) since {since}"))
+    return sorted(rows, key=lambda r: (r.arrived_at or 0.0, r.s3_path))

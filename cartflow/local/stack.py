@@ -55,20 +55,36 @@ class EmbeddedStack:
             self.emulator = start_emulator(self.settings, port=port, log_dir=self.log_dir)
             self.settings = self.settings.model_copy(update={"aws_endpoint_url": self.emulator.endpoint})
         apply_resources(self.settings, AwsClients(self.settings))
+        for name in self.components:
+            self._spawn(name)
+        return self
+
+    def _spawn(self, name: str) -> None:
         env = {**os.environ, **settings_env(self.settings)}
         env.setdefault("AWS_ACCESS_KEY_ID", "test")  # the emulator's dummy credentials
         env.setdefault("AWS_SECRET_ACCESS_KEY", "test")
-        for name in self.components:
-            log = (self.log_dir / f"{name}.log").open("ab")
-            self._logs.append(log)
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "cartflow", "serve", name],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return self
+        log = (self.log_dir / f"{name}.log").open("ab")
+        self._logs.append(log)
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "cartflow", "serve", name],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a component and its children (a JVM included): a crash, not a shutdown."""
+        proc = self.processes[name]
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def restart(self, name: str) -> None:
+        """Start a killed (or exited) component again, as a container restart policy would."""
+        if self.processes[name].poll() is None:
+            raise RuntimeError(f"component {name} is still running")
+        self._spawn(name)
 
     def check_alive(self) -> None:
         for name, proc in self.processes.items():
