@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: install jars demo up test test-unit test-integration test-e2e bench deploy clean
+.PHONY: install jars demo up test test-unit test-integration test-e2e bench bench-e2e deploy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,11 @@ test-integration: install jars
 test-e2e: install
 	$(PY) -m pytest tests/e2e
 
-bench: install jars  ## speed/memory ratios against a baseline measured in the same run
-	$(PY) -m bench
+bench: install jars  ## Spark jobs vs DuckDB vs polars at 100k,1M,2M rows (docs/benchmarks.md); ARGS="--sizes 100k,1M,2M,10M"
+	$(PY) -m bench $(ARGS)
+
+bench-e2e: install jars  ## end-to-end latency, start time and idle memory of the embedded stack (100k rows)
+	$(PY) -m bench.e2e $(ARGS)
 
 deploy: install  ## build, push, deploy to AWS (docs/deploy.md): make deploy STACK=cartflow REGION=eu-west-1 [ARGS=--dry-run]
 	$(PY) -m cartflow deploy --stack $(STACK) --region $(REGION) $(ARGS)

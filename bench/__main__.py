@@ -1,15 +1,19 @@
-"""python -m bench [--rows N] [--shape order_lines|tables] [--repeat R] ...
+"""python -m bench [--sizes 100k,1M,2M] [--shape order_lines|tables] [--engines spark,duckdb,polars] ...
 
-1. generate a seeded raw batch with cartflow.fixturegen (timed, not compared);
-2. baseline: the DuckDB oracle (tests/oracle.py) validates it and computes both KPI sets;
-3. cartflow: run_validation + run_transform on local[2] with a warm SparkSession
-   (session start reported on its own), KPI rows captured by an in-memory sink;
-4. check both produced the same KPI rows, touched dates and valid/quarantined counts
-   (exit 1 without a ratio if they do not), then print wall time, rows/s, peak RSS and
-   the spark/baseline wall-time ratio.
+For every size, one run:
+1. generate a seeded raw batch of N rows with cartflow.fixturegen (timed, not compared);
+2. DuckDB (bench/engine_duckdb.py) and polars (bench/engine_polars.py): the contract rules
+   and docs/kpis.md, each implemented independently of cartflow's Spark code;
+3. cartflow: run_validation + run_transform on local[2] (Delta writes included) with a warm
+   SparkSession (session start and a warm-up batch reported on their own), KPI rows captured
+   by an in-memory sink;
+4. check that all engines produced the same KPI rows, touched dates and valid/quarantined
+   counts (exit 1 without any timing if not), then print wall time, rows/s, peak RSS and the
+   ratio to DuckDB; JSON results go to .cache/bench/.
 
 Each engine runs in its own spawned process, one after the other, so peak RSS (VmHWM) is
-per engine and neither steals the other's cores.
+per engine and no engine steals another's cores. ``--e2e``: the end-to-end latency
+measurement on the embedded stack instead (bench/e2e.py).
 """
 
 from __future__ import annotations
@@ -18,17 +22,25 @@ import argparse
 import json
 import multiprocessing
 import os
+import platform
+import re
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench.engines import run_baseline, run_spark
+from bench.engines import ENGINES, run_spark
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SIZES = "100k,1M,2M"
+DEFAULT_JSON_DIR = REPO / ".cache" / "bench"
+WARMUP_ROWS = 5_000
 
 MONEY_TOL = Decimal("0.01")
 RATE_TOL = Decimal("0.0001")
@@ -41,78 +53,117 @@ TOLERANCE = {
 }  # every other attribute is a count: exact
 
 
+def parse_size(text: str) -> int:
+    """'100k' -> 100000, '2M' -> 2000000, '250000' -> 250000."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmM]?)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 100k, 1M, 2M, 10M)")
+    n = float(m.group(1)) * {"": 1, "k": 1_000, "m": 1_000_000}[m.group(2).lower()]
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"size must be >= 1: {text!r}")
+    return int(n)
+
+
+def size_label(rows: int) -> str:
+    if rows % 1_000_000 == 0:
+        return f"{rows // 1_000_000}M"
+    if rows % 1_000 == 0:
+        return f"{rows // 1_000}k"
+    return str(rows)
+
+
+def auto_driver_memory(rows: int) -> str:
+    """Heap for local[N]: the driver is the executor, and validation caches the checked rows."""
+    if rows <= 1_000_000:
+        return "2g"
+    if rows <= 3_000_000:
+        return "4g"
+    return "8g"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=200_000, help="order lines (order_items rows for tables); default 200000")
+    ap.add_argument("--sizes", default=DEFAULT_SIZES, help=f"comma-separated row counts, e.g. 100k,1M,2M,10M (default {DEFAULT_SIZES}; 10M is opt-in)")
+    ap.add_argument("--rows", type=int, default=None, help="one size in rows (overrides --sizes)")
     ap.add_argument("--shape", choices=["order_lines", "tables"], default="order_lines")
-    ap.add_argument("--repeat", type=int, default=3, help="timed runs per engine (median reported); default 3")
+    ap.add_argument("--engines", default="spark,duckdb,polars", help="comma-separated: spark, duckdb, polars, oracle (the slower test oracle)")
+    ap.add_argument("--repeat", type=int, default=1, help="timed runs per engine and size (median reported); default 1")
+    ap.add_argument("--no-warmup", action="store_true", help=f"no {WARMUP_ROWS:,}-row warm-up batch in the Spark process before timing")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--days", type=int, default=3, help="order dates spanned by the data (fixturegen default 3)")
     ap.add_argument("--files", type=int, default=1, help="CSV parts per dataset")
     ap.add_argument("--invalid-fraction", type=float, default=0.01, help="share of rows breaking one rule; default 0.01")
-    ap.add_argument("--cores", type=int, default=2, help="Spark local[N] and DuckDB threads; default 2")
+    ap.add_argument("--cores", type=int, default=2, help="Spark local[N], DuckDB and polars threads; default 2")
     ap.add_argument("--shuffle-partitions", type=int, default=None, help="default: cartflow Settings default")
-    ap.add_argument("--driver-memory", default=None, help="default: cartflow Settings default (1g)")
+    ap.add_argument("--driver-memory", default="auto", help="Spark driver heap; 'auto' = 2g up to 1M rows, 4g up to 3M, 8g above")
+    ap.add_argument("--event-log", action="store_true", help="write Spark's event log to the workdir and print where Spark's time went")
     ap.add_argument("--workdir", type=Path, default=None, help="default: a fresh temp dir, removed afterwards")
-    ap.add_argument("--keep", action="store_true", help="keep the workdir (inputs, spark.log)")
-    ap.add_argument("--skip", choices=["baseline", "spark"], default=None, help="measure one engine only (no check)")
-    ap.add_argument("--json", type=Path, default=None, help="also write all measurements to this file")
+    ap.add_argument("--keep", action="store_true", help="keep the workdir (inputs, spark.log, event logs)")
+    ap.add_argument("--json-dir", type=Path, default=DEFAULT_JSON_DIR, help="where the JSON results go (default .cache/bench)")
+    ap.add_argument("--e2e", action="store_true", help="measure end-to-end latency on the embedded stack instead (bench/e2e.py)")
     a = ap.parse_args(argv)
-    if a.rows < 1 or a.repeat < 1 or a.cores < 1:
-        ap.error("--rows, --repeat and --cores must be >= 1")
+    a.size_list = [a.rows] if a.rows else [parse_size(x) for x in a.sizes.split(",") if x.strip()]
+    a.engine_list = [e.strip() for e in a.engines.split(",") if e.strip()]
+    unknown = set(a.engine_list) - {"spark", *ENGINES}
+    if unknown:
+        ap.error(f"unknown engine(s): {', '.join(sorted(unknown))}")
+    if any(n < 1 for n in a.size_list) or a.repeat < 1 or a.cores < 1:
+        ap.error("sizes, --repeat and --cores must be >= 1")
     return a
 
 
 # ----------------------------------------------------------------------------- agreement
 
 
-def compare(baseline: dict[str, Any], spark: dict[str, Any]) -> tuple[list[str], list[str]]:
+def compare(reference: dict[str, Any], other: dict[str, Any], names: tuple[str, str] = ("duckdb", "spark")) -> tuple[list[str], list[str]]:
     """(problems, notes): problems invalidate the run; notes are in-tolerance rounding differences."""
+    ref_name, name = names
     problems: list[str] = []
     notes: list[str] = []
 
-    if baseline["touched"] != spark["touched"]:
-        problems.append(f"touched dates differ: oracle {baseline['touched']} vs spark {spark['touched']}")
+    if list(reference["touched"]) != list(other["touched"]):
+        problems.append(f"touched dates differ: {ref_name} {reference['touched']} vs {name} {other['touched']}")
 
-    for ds, counts in baseline["counts"].items():
-        got = spark["counts"].get(ds)
+    for ds, counts in reference["counts"].items():
+        got = other["counts"].get(ds)
         if got is None:
-            problems.append(f"{ds}: spark validated no such dataset")
+            problems.append(f"{ds}: {name} validated no such dataset")
             continue
         for what in ("valid", "quarantined"):
             if counts[what] != got[what]:
-                problems.append(f"{ds}: {what} rows oracle {counts[what]} vs spark {got[what]}")
+                problems.append(f"{ds}: {what} rows {ref_name} {counts[what]} vs {name} {got[what]}")
 
-    def check(label: str, expected: dict[Any, dict[str, Any]], rows: list[dict[str, Any]], key: Any) -> None:
-        actual = {key(r): r for r in rows}
+    def check(label: str, expected: dict[Any, dict[str, Any]], actual: dict[Any, dict[str, Any]]) -> None:
         for k in sorted(set(expected) - set(actual), key=str):
-            problems.append(f"{label} {k}: missing in spark output")
+            problems.append(f"{label} {k}: missing in {name} output")
         for k in sorted(set(actual) - set(expected), key=str):
-            problems.append(f"{label} {k}: spark has a row the oracle does not")
+            problems.append(f"{label} {k}: {name} has a row {ref_name} does not")
         for k in sorted(set(expected) & set(actual), key=str):
             for attr, want in expected[k].items():
                 if attr not in actual[k]:
-                    problems.append(f"{label} {k}.{attr}: missing in spark row")
+                    problems.append(f"{label} {k}.{attr}: missing in {name} row")
                     continue
                 have = Decimal(str(actual[k][attr]))
                 diff = abs(have - Decimal(str(want)))
                 if diff > TOLERANCE.get(attr, Decimal(0)):
-                    problems.append(f"{label} {k}.{attr}: oracle {want} vs spark {have}")
+                    problems.append(f"{label} {k}.{attr}: {ref_name} {want} vs {name} {have}")
                 elif diff:
-                    notes.append(f"{label} {k}.{attr}: oracle {want} vs spark {have} (within rounding)")
+                    notes.append(f"{label} {k}.{attr}: {ref_name} {want} vs {name} {have} (within rounding)")
 
-    check("order_kpis", baseline["order_kpis"], spark["order_rows"], lambda r: r["order_date"])
-    check("category_kpis", baseline["category_kpis"], spark["category_rows"], lambda r: (r["category"], r["order_date"]))
+    check("order_kpis", reference["order_kpis"], other["order_kpis"])
+    check("category_kpis", reference["category_kpis"], other["category_kpis"])
     return problems, notes
 
 
 # ----------------------------------------------------------------------------- report
 
 
-def _median(runs: list[dict[str, float]], stage: str) -> float:
-    if stage == "total":
-        return statistics.median(r["validate"] + r["kpis"] for r in runs)
-    return statistics.median(r[stage] for r in runs)
+def _total(res: dict[str, Any]) -> float:
+    return statistics.median(r["validate"] + r["kpis"] for r in res["runs"])
+
+
+def _stage(res: dict[str, Any], stage: str) -> float:
+    return statistics.median(r[stage] for r in res["runs"])
 
 
 def _rate(rows: int, seconds: float | None) -> str:
@@ -126,71 +177,68 @@ def _mb(kb: int | None) -> str:
     return "-" if kb is None else f"{kb / 1024:,.0f} MB"
 
 
-def render(meta: dict[str, Any], baseline: dict[str, Any] | None, spark: dict[str, Any] | None) -> str:
+def peak_kb(res: dict[str, Any]) -> int | None:
+    """Peak RSS of the engine: its Python process, plus the JVM for Spark (sum of the two peaks)."""
+    if res.get("engine") == "spark":
+        return (res.get("python_hwm_kb") or 0) + (res.get("jvm_hwm_kb") or 0) or None
+    return res.get("python_hwm_kb")
+
+
+def render(meta: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
     rows = meta["input_rows"]
     out = [
-        f"cartflow bench: shape={meta['shape']} rows={meta['rows']:,} input rows={rows:,} "
-        f"({meta['input_mb']:.0f} MB CSV, {meta['files']} file(s)) days={meta['days']} seed={meta['seed']} "
-        f"invalid={meta['invalid_fraction']} cores={meta['cores']} repeat={meta['repeat']}",
-        f"generate (fixturegen, not compared): {meta['generate_s']:.1f} s",
+        f"== {size_label(meta['rows'])} {meta['shape']}: {rows:,} input rows, {meta['input_mb']:.0f} MB CSV, "
+        f"{meta['files']} file(s)/dataset, {meta['days']} days, seed {meta['seed']}, invalid {meta['invalid_fraction']}, "
+        f"{meta['cores']} cores, repeat {meta['repeat']}; generate {meta['generate_s']:.1f} s (not compared)",
     ]
+    spark = results.get("spark")
     if spark:
-        out.append(
-            f"spark: pyspark {spark['pyspark_version']} {spark['master']}, shuffle partitions "
-            f"{spark['shuffle_partitions']}, driver memory {spark['driver_memory']}"
-        )
-    if baseline:
-        out.append(f"baseline: DuckDB {baseline['duckdb_version']} oracle, threads={baseline['threads']}")
-    out.append("")
-    header = f"{'stage (median of repeats)':<30}{'baseline s':>11}{'rows/s':>10}{'spark s':>10}{'rows/s':>10}{'spark/base':>12}"
-    out += [header, "-" * len(header)]
-
-    def line(label: str, b: float | None, s: float | None) -> str:
-        ratio = f"{s / b:.1f}x" if (b and s) else "-"
-        bs = f"{b:.2f}" if b is not None else "-"
-        ss = f"{s:.2f}" if s is not None else "-"
-        return f"{label:<30}{bs:>11}{_rate(rows, b) if b is not None else '-':>10}{ss:>10}{_rate(rows, s) if s is not None else '-':>10}{ratio:>12}"
-
-    b_runs = baseline["runs"] if baseline else None
-    s_runs = spark["runs"] if spark else None
-    session = spark["session_s"] if spark else None
-    out.append(f"{'session start (once)':<30}{'-':>11}{'-':>10}{session if session is None else f'{session:.2f}':>10}{'-':>10}{'-':>12}")
-    for label, stage in (("validate", "validate"), ("KPIs (both sets)", "kpis"), ("validate + KPIs (warm)", "total")):
-        out.append(line(label, _median(b_runs, stage) if b_runs else None, _median(s_runs, stage) if s_runs else None))
-    if b_runs and s_runs:
-        cold = s_runs[0]["validate"] + s_runs[0]["kpis"] + session
-        out.append(line("first run + session start", b_runs[0]["validate"] + b_runs[0]["kpis"], cold))
-    out.append("")
-    for name, res in (("baseline", baseline), ("spark", spark)):
-        if res:
-            runs = ", ".join(f"{r['validate']:.2f}+{r['kpis']:.2f}" for r in res["runs"])
-            out.append(f"{name} runs (validate+KPIs s): {runs}")
-    if spark and "validate_jobs" in spark["runs"][0]:
+        warm = "-" if spark.get("warmup_s") is None else f"{spark['warmup_s']:.1f} s"
         jobs = ", ".join(f"{r['validate_jobs']}+{r['kpis_jobs']}" for r in spark["runs"])
-        out.append(f"spark jobs per run (validate+KPIs): {jobs}")
-    out.append("")
-    out.append("CPU seconds per run (validate + KPIs; less sensitive to a busy machine than wall time):")
-    b_cpu = baseline.get("cpu_s_per_run") if baseline else None
-    s_cpu = spark.get("cpu_s_per_run") if spark else None
-    ratio = f", ratio {s_cpu / b_cpu:.1f}x" if (b_cpu and s_cpu) else ""
-    out.append(
-        f"  baseline {'-' if b_cpu is None else f'{b_cpu:.2f}'}  spark (driver + JVM) {'-' if s_cpu is None else f'{s_cpu:.2f}'}{ratio}"
-    )
-    loads = [f"{name} {res['load1'][0]:.1f} -> {res['load1'][1]:.1f}" for name, res in (("baseline", baseline), ("spark", spark)) if res]
-    busy = any(max(res["load1"]) > meta["host_cpus"] for res in (baseline, spark) if res)
-    out.append(
-        f"host load (1-min avg, {meta['host_cpus']} CPUs): {', '.join(loads)}"
-        + ("  <- machine busy: wall times are inflated, compare CPU seconds too" if busy else "")
-    )
-    out.append("")
-    out.append("peak RSS (VmHWM):")
-    if baseline:
-        out.append(f"  baseline python process (DuckDB in-process): {_mb(baseline['python_hwm_kb'])}")
-    if spark:
-        total = (spark["python_hwm_kb"] or 0) + (spark["jvm_hwm_kb"] or 0)
         out.append(
-            f"  spark python driver {_mb(spark['python_hwm_kb'])} + JVM (pid {spark['jvm_pid']}) "
-            f"{_mb(spark['jvm_hwm_kb'])} = {_mb(total)} (sum of the two peaks)"
+            f"spark {spark['version']} (delta {spark['delta_version']}) {spark['master']}, shuffle partitions "
+            f"{spark['shuffle_partitions']}, driver memory {spark['driver_memory']}; session start {spark['session_s']:.1f} s, "
+            f"warm-up batch ({WARMUP_ROWS:,} rows) {warm}; Spark jobs per run (validate+KPIs): {jobs}"
+        )
+    ref = results.get("duckdb")
+    ref_s = _total(ref) if ref else None
+    header = f"{'engine':<16}{'validate s':>11}{'KPIs s':>9}{'total s':>9}{'rows/s':>10}{'peak RSS':>11}{'CPU s':>8}{'vs DuckDB':>11}"
+    out += [header, "-" * len(header)]
+    for name in ("duckdb", "polars", "oracle", "spark"):
+        res = results.get(name)
+        if not res:
+            continue
+        total = _total(res)
+        cpu = res.get("cpu_s_per_run")
+        ratio = f"{total / ref_s:.2f}x" if ref_s else "-"
+        label = {"spark": "cartflow/Spark", "oracle": "duckdb oracle"}.get(name, name)
+        out.append(
+            f"{label:<16}{_stage(res, 'validate'):>11.2f}{_stage(res, 'kpis'):>9.2f}{total:>9.2f}{_rate(rows, total):>10}"
+            f"{_mb(peak_kb(res)):>11}{'-' if cpu is None else f'{cpu:.1f}':>8}{ratio:>11}"
+        )
+    if spark:
+        out.append(
+            f"  spark peak RSS = python driver {_mb(spark['python_hwm_kb'])} + JVM {_mb(spark['jvm_hwm_kb'])}; "
+            f"a fresh job process would add the session start: {_total(spark) + spark['session_s']:.1f} s"
+        )
+    loads = ", ".join(f"{n} {r['load1'][0]:.1f}->{r['load1'][1]:.1f}" for n, r in results.items())
+    busy = any(max(r["load1"]) > meta["host_cpus"] for r in results.values())
+    out.append(f"  host load (1-min) {loads}" + ("  <- machine busy: wall times inflated" if busy else ""))
+    return "\n".join(out)
+
+
+def render_summary(summaries: list[dict[str, Any]]) -> str:
+    header = f"{'size':>6}{'rows':>12}{'duckdb s':>10}{'polars s':>10}{'spark s':>10}{'spark/duckdb':>14}{'spark s per 1M rows':>21}{'spark peak RSS':>16}"
+    out = ["", "== summary (median wall s, validate + KPIs; Spark warm)", header, "-" * len(header)]
+    for s in summaries:
+        def f(x: float | None, fmt: str = "{:.2f}") -> str:
+            return "-" if x is None else fmt.format(x)
+
+        ratio = s["spark_s"] / s["duckdb_s"] if s.get("spark_s") and s.get("duckdb_s") else None
+        per_m = s["spark_s"] / (s["rows"] / 1e6) if s.get("spark_s") else None
+        out.append(
+            f"{size_label(s['rows']):>6}{s['rows']:>12,}{f(s.get('duckdb_s')):>10}{f(s.get('polars_s')):>10}{f(s.get('spark_s')):>10}"
+            f"{f(ratio, '{:.2f}x'):>14}{f(per_m):>21}{_mb(s.get('spark_peak_kb')):>16}"
         )
     return "\n".join(out)
 
@@ -213,85 +261,142 @@ def _in_process(fn: Any, *args: Any) -> Any:
         return pool.submit(fn, *args).result()
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = parse_args(argv)
-    from cartflow.config import Settings
+def _generate(a: argparse.Namespace, rows: int, out: Path) -> tuple[dict[str, list[str]], float]:
     from cartflow.fixturegen import generate
 
-    defaults = Settings()
-    shuffle = a.shuffle_partitions or defaults.spark_shuffle_partitions
-    driver_memory = a.driver_memory or defaults.spark_driver_memory
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    generated = generate(a.shape, rows, out, seed=a.seed, days=a.days, files=a.files, invalid_fraction=a.invalid_fraction)
+    return {str(ds): [str(p) for p in paths] for ds, paths in generated.items() if paths}, time.perf_counter() - t0
 
+
+def run_size(a: argparse.Namespace, rows: int, workdir: Path, shuffle: int) -> tuple[int, dict[str, Any]]:
+    """One size: generate, every engine in its own process, agreement check, table, JSON."""
+    label = size_label(rows)
+    print(f"[{label}] generating {rows:,} {a.shape} rows ...", file=sys.stderr, flush=True)
+    batch_files, generate_s = _generate(a, rows, workdir / f"raw-{label}")
+    all_files = [Path(p) for paths in batch_files.values() for p in paths]
+    meta = {
+        "shape": a.shape, "rows": rows, "seed": a.seed, "days": a.days, "files": a.files,
+        "invalid_fraction": a.invalid_fraction, "cores": a.cores, "repeat": a.repeat,
+        "generate_s": generate_s, "host_cpus": os.cpu_count(),
+        "input_mb": sum(p.stat().st_size for p in all_files) / 1e6,
+        # Data lines (a quoted field holding a newline would count twice; fixturegen writes none).
+        "input_rows": sum(p.read_bytes().count(b"\n") - 1 for p in all_files),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }  # fmt: skip
+
+    results: dict[str, dict[str, Any]] = {}
+    for name in a.engine_list:
+        if name == "spark":
+            continue
+        print(f"[{label}] {name} x{a.repeat} ...", file=sys.stderr, flush=True)
+        results[name] = _in_process(ENGINES[name], batch_files, a.repeat, a.cores)
+    if "spark" in a.engine_list:
+        warmup = None
+        if not a.no_warmup:
+            warmup, _ = _generate(a, WARMUP_ROWS, workdir / "raw-warmup")
+        log_path = workdir / f"spark-{label}.log"
+        driver_memory = auto_driver_memory(rows) if a.driver_memory == "auto" else a.driver_memory
+        event_dir = str(workdir / f"eventlog-{label}") if a.event_log else None
+        print(f"[{label}] spark local[{a.cores}] x{a.repeat}, driver memory {driver_memory} (log: {log_path}) ...", file=sys.stderr, flush=True)
+        results["spark"] = _in_process(
+            run_spark, batch_files, a.repeat, str(workdir), f"local[{a.cores}]", shuffle, driver_memory, str(log_path),
+            warmup, event_dir,
+        )  # fmt: skip
+        if event_dir:
+            from bench.profile import summarize_event_logs
+
+            results["spark"]["profile"] = summarize_event_logs(Path(event_dir))
+
+    problems: list[str] = []
+    notes: list[str] = []
+    names = list(results)
+    reference = "duckdb" if "duckdb" in results else names[0]
+    for name in names:
+        if name != reference:
+            p, n = compare(results[reference], results[name], (reference, name))
+            problems += p
+            notes += n
+    if "spark" in results:
+        spark_inputs = sum(c["input"] for c in results["spark"]["counts"].values())
+        if spark_inputs != meta["input_rows"]:
+            problems.append(f"spark read {spark_inputs} input rows, the files hold {meta['input_rows']}")
+
+    a.json_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    json_path = a.json_dir / f"{stamp}-{a.shape}-{label}.json"
+    report = {"meta": meta, "results": results, "problems": problems, "notes": notes, "host": host_info()}
+    json_path.write_text(json.dumps(_jsonable(report), indent=2, default=str))
+
+    summary = {"rows": rows, **{f"{n}_s": _total(r) for n, r in results.items()}}
+    if "spark" in results:
+        summary["spark_peak_kb"] = peak_kb(results["spark"])
+    if problems:
+        print(f"[{label}] OUTPUT MISMATCH between engines: no timing is reported (details in {json_path}).", file=sys.stderr)
+        for p in problems[:50]:
+            print(f"  {p}", file=sys.stderr)
+        if len(problems) > 50:
+            print(f"  ... {len(problems) - 50} more", file=sys.stderr)
+        return 1, summary
+
+    print(render(meta, results))
+    any_res = results[reference]
+    counts = ", ".join(f"{ds} {c['valid']:,} valid / {c['quarantined']:,} quarantined" for ds, c in any_res["counts"].items())
+    print(
+        f"  agreement: OK across {', '.join(names)} - {len(any_res['order_kpis'])} order KPI rows, "
+        f"{len(any_res['category_kpis'])} category KPI rows, {len(any_res['touched'])} touched dates, {counts} "
+        f"({len(notes)} value(s) differ within rounding); JSON: {json_path.relative_to(REPO) if json_path.is_relative_to(REPO) else json_path}"
+    )
+    if "spark" in results and results["spark"].get("profile"):
+        from bench.profile import render_profile
+
+        print(render_profile(results["spark"]["profile"]))
+    print(flush=True)
+    return 0, summary
+
+
+def host_info() -> dict[str, Any]:
+    model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        mem_kb = next(int(l.split()[1]) for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal"))
+    except (OSError, StopIteration):
+        mem_kb = None
+    return {"nproc": os.cpu_count(), "cpu_model": model, "mem_total_kb": mem_kb, "python": platform.python_version()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    if a.e2e:
+        from bench.e2e import main as e2e_main
+
+        return e2e_main([])
+    from cartflow.config import Settings
+
+    shuffle = a.shuffle_partitions or Settings().spark_shuffle_partitions
     owned = a.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="cartflow-bench-")) if owned else a.workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "spark.log"
+    status = 0
+    summaries = []
     try:
-        raw = workdir / "raw"
-        shutil.rmtree(raw, ignore_errors=True)
-        print(f"generating {a.rows:,} {a.shape} rows into {raw} ...", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        generated = generate(a.shape, a.rows, raw, seed=a.seed, days=a.days, files=a.files, invalid_fraction=a.invalid_fraction)
-        generate_s = time.perf_counter() - t0
-        batch_files = {str(ds): [str(p) for p in paths] for ds, paths in generated.items() if paths}
-        all_files = [Path(p) for paths in batch_files.values() for p in paths]
-        meta = {
-            "shape": a.shape, "rows": a.rows, "seed": a.seed, "days": a.days, "files": a.files,
-            "invalid_fraction": a.invalid_fraction, "cores": a.cores, "repeat": a.repeat,
-            "generate_s": generate_s, "host_cpus": os.cpu_count(),
-            "input_mb": sum(p.stat().st_size for p in all_files) / 1e6,
-            # Data lines (a quoted field holding a newline would count twice; fixturegen writes none).
-            "input_rows": sum(p.read_bytes().count(b"\n") - 1 for p in all_files),
-        }  # fmt: skip
-
-        baseline = spark = None
-        if a.skip != "baseline":
-            print(f"baseline: DuckDB oracle x{a.repeat} ...", file=sys.stderr, flush=True)
-            baseline = _in_process(run_baseline, batch_files, a.repeat, a.cores)
-        if a.skip != "spark":
-            print(f"spark: local[{a.cores}] x{a.repeat} (log: {log_path}) ...", file=sys.stderr, flush=True)
-            spark = _in_process(
-                run_spark, batch_files, a.repeat, str(workdir), f"local[{a.cores}]", shuffle, driver_memory, str(log_path)
-            )
-
-        problems: list[str] = []
-        notes: list[str] = []
-        if baseline and spark:
-            problems, notes = compare(baseline, spark)
-            spark_inputs = sum(c["input"] for c in spark["counts"].values())
-            if spark_inputs != meta["input_rows"]:
-                problems.append(f"spark read {spark_inputs} input rows, the files hold {meta['input_rows']}")
-
-        if a.json:
-            report = {"meta": meta, "baseline": baseline, "spark": spark, "problems": problems, "notes": notes}
-            a.json.write_text(json.dumps(_jsonable(report), indent=2, default=str))
-
-        if problems:
-            print("OUTPUT MISMATCH between the DuckDB oracle and the Spark jobs: no timing is reported.", file=sys.stderr)
-            for p in problems[:50]:
-                print(f"  {p}", file=sys.stderr)
-            if len(problems) > 50:
-                print(f"  ... {len(problems) - 50} more", file=sys.stderr)
-            return 1
-
-        print(render(meta, baseline, spark))
-        if baseline and spark:
-            n_order, n_cat = len(spark["order_rows"]), len(spark["category_rows"])
-            counts = ", ".join(f"{ds} {c['valid']:,} valid / {c['quarantined']:,} quarantined" for ds, c in baseline["counts"].items())
-            print(
-                f"\nagreement: OK - {n_order} order KPI rows, {n_cat} category KPI rows, "
-                f"{len(spark['touched'])} touched dates, {counts} "
-                f"({len(notes)} value(s) differ within rounding)"
-            )
-            for n in notes[:10]:
-                print(f"  {n}")
-        else:
-            print("\nagreement: not checked (one engine skipped)")
-        return 0
+        for rows in a.size_list:
+            rc, summary = run_size(a, rows, workdir, shuffle)
+            status |= rc
+            summaries.append(summary)
+            if not a.keep:  # 10M rows of CSV are ~700 MB
+                shutil.rmtree(workdir / f"raw-{size_label(rows)}", ignore_errors=True)
+        if len(summaries) > 1 and status == 0:
+            print(render_summary(summaries))
+        return status
     finally:
         if owned and not a.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-        elif a.keep or not owned:
+        else:
             print(f"workdir kept: {workdir}", file=sys.stderr)
 
 

@@ -1,10 +1,13 @@
-"""The two measured engines. Each runs in its own (spawned) process so that its peak RSS is its own.
+"""The measured engines. Each runs in its own (spawned) process so that its peak RSS is its own.
 
-``run_baseline``: the DuckDB oracle (tests/oracle.py): validation + both KPI sets.
 ``run_spark``: cartflow's jobs (run_validation + run_transform) on a warm local SparkSession.
+``run_duckdb``: bench/engine_duckdb.py, the same contracts and KPIs in lean DuckDB SQL.
+``run_polars``: bench/engine_polars.py, the same in polars.
+``run_oracle``: the DuckDB test oracle (tests/oracle.py), slower, kept as a cross-check.
 
-Both return plain picklable dicts: per-repeat stage wall times, the KPI rows of the first
-repeat (for the agreement check), per-dataset valid/quarantined counts and peak RSS figures.
+All return plain picklable dicts: per-repeat stage wall times, the KPI rows of the first
+repeat as {order_date: attrs} / {(category, order_date): attrs} (for the agreement check),
+per-dataset valid/quarantined counts and peak RSS figures.
 """
 
 from __future__ import annotations
@@ -91,55 +94,116 @@ def find_jvm_pid(spark: Any) -> int | None:
     return None
 
 
-# ----------------------------------------------------------------------------- baseline
+# ----------------------------------------------------------------------------- single-node engines
 
 
-def run_baseline(batch_files: dict[str, list[str]], repeat: int, threads: int) -> dict[str, Any]:
-    """The DuckDB oracle over the raw CSVs: validation (load + checks + merge) then both KPI sets."""
+def _set_threads(threads: int) -> None:
+    """Before polars/DuckDB are imported: their pools size themselves once, at import."""
+    os.environ["POLARS_MAX_THREADS"] = str(threads)
+
+
+def _single_node(name: str, version: str, repeat: int, threads: int, once: Any) -> dict[str, Any]:
+    """``once()`` -> (validate s, KPIs s, result dict); run ``repeat`` times, first result kept."""
+    runs: list[dict[str, float]] = []
+    first: dict[str, Any] = {}
+    load_before, cpu_before = load1(), cpu_seconds()
+    for r in range(repeat):
+        validate_s, kpis_s, result = once()
+        runs.append({"validate": validate_s, "kpis": kpis_s})
+        if r == 0:
+            first = result
+    cpu_after = cpu_seconds()
+    return {
+        **first,
+        "engine": name,
+        "version": version,
+        "runs": runs,
+        "threads": threads,
+        "cpu_s_per_run": (cpu_after - cpu_before) / repeat if cpu_before is not None and cpu_after is not None else None,
+        "load1": (load_before, load1()),
+        "python_hwm_kb": proc_status_kb("self", "VmHWM"),
+    }
+
+
+def run_duckdb(batch_files: dict[str, list[str]], repeat: int, threads: int) -> dict[str, Any]:
+    """bench/engine_duckdb.py: the lean DuckDB implementation (one statement per dataset)."""
+    _set_threads(threads)
+    import duckdb
+
+    from bench.engine_duckdb import Engine
+
+    batch = {ds: [Path(p) for p in paths] for ds, paths in batch_files.items()}
+
+    def once() -> tuple[float, float, dict[str, Any]]:
+        started = time.perf_counter()
+        engine = Engine(threads)
+        counts = engine.run(batch)
+        validated = time.perf_counter()
+        touched, order_kpis, category_kpis = engine.kpis()
+        done = time.perf_counter()
+        engine.close()
+        result = {"touched": touched, "order_kpis": order_kpis, "category_kpis": category_kpis, "counts": counts}
+        return validated - started, done - validated, result
+
+    return _single_node("duckdb", duckdb.__version__, repeat, threads, once)
+
+
+def run_polars(batch_files: dict[str, list[str]], repeat: int, threads: int) -> dict[str, Any]:
+    """bench/engine_polars.py: the same rules and KPIs in polars (lazy, one projection per dataset)."""
+    _set_threads(threads)
+    import polars as pl
+
+    from bench import engine_polars
+
+    batch = {ds: [Path(p) for p in paths] for ds, paths in batch_files.items()}
+
+    def once() -> tuple[float, float, dict[str, Any]]:
+        started = time.perf_counter()
+        counts, valid = engine_polars.run(batch)
+        validated = time.perf_counter()
+        touched, order_kpis, category_kpis = engine_polars.kpis(valid)
+        done = time.perf_counter()
+        result = {"touched": touched, "order_kpis": order_kpis, "category_kpis": category_kpis, "counts": counts}
+        return validated - started, done - validated, result
+
+    return _single_node("polars", pl.__version__, repeat, threads, once)
+
+
+def run_oracle(batch_files: dict[str, list[str]], repeat: int, threads: int) -> dict[str, Any]:
+    """The DuckDB test oracle (tests/oracle.py): written for being obviously right, not for speed."""
+    _set_threads(threads)
     import duckdb
 
     sys.path.insert(0, str(REPO / "tests"))
     import oracle  # tests/oracle.py: independent of cartflow.jobs by design
 
     batch = {ds: [Path(p) for p in paths] for ds, paths in batch_files.items()}
-    runs: list[dict[str, float]] = []
-    first: dict[str, Any] = {}
-    load_before, cpu_before = load1(), cpu_seconds()
-    for r in range(repeat):
+
+    def once() -> tuple[float, float, dict[str, Any]]:
         con = duckdb.connect(":memory:", config={"threads": threads})
+        con.execute("SET enable_progress_bar = false")
         started = time.perf_counter()
         orc = oracle.Oracle(con=con)
         touched = orc.add_batch(batch)
         validated = time.perf_counter()
         order_kpis, category_kpis = orc.kpis(touched)
         done = time.perf_counter()
-        runs.append({"validate": validated - started, "kpis": done - validated})
-        if r == 0:
-            rejected = Counter(rej.dataset for rej in orc.rejected)
-            first = {
-                "touched": sorted(touched),
-                "order_kpis": order_kpis,
-                "category_kpis": category_kpis,
-                "counts": {
-                    ds: {
-                        "valid": con.execute(f"SELECT count(*) FROM ok_0_{ds}").fetchone()[0],
-                        "quarantined": rejected.get(ds, 0),
-                    }
-                    for ds in batch
-                },
+        rejected = Counter(rej.dataset for rej in orc.rejected)
+        counts = {
+            ds: {
+                "valid": con.execute(f"SELECT count(*) FROM ok_0_{ds}").fetchone()[0],
+                "quarantined": rejected.get(ds, 0),
             }
+            for ds in batch
+        }
         con.close()
-        del orc, con
-    cpu_after = cpu_seconds()
-    return {
-        **first,
-        "runs": runs,
-        "threads": threads,
-        "cpu_s_per_run": (cpu_after - cpu_before) / repeat if cpu_before is not None and cpu_after is not None else None,
-        "load1": (load_before, load1()),
-        "duckdb_version": duckdb.__version__,
-        "python_hwm_kb": proc_status_kb("self", "VmHWM"),
-    }
+        result = {"touched": sorted(touched), "order_kpis": order_kpis, "category_kpis": category_kpis, "counts": counts}
+        return validated - started, done - validated, result
+
+    return _single_node("oracle", duckdb.__version__, repeat, threads, once)
+
+
+ENGINES = {"duckdb": run_duckdb, "polars": run_polars, "oracle": run_oracle}
 
 
 # ----------------------------------------------------------------------------- spark
@@ -162,6 +226,16 @@ def _cpu_total(jvm_pid: int | None) -> float | None:
     return None if own is None or jvm is None else own + jvm
 
 
+def _kpi_dicts(rows: Any) -> tuple[dict[str, Any], dict[Any, Any]]:
+    """The sink's KpiRows as the single-node engines' {date: attrs} / {(category, date): attrs}."""
+    orders = {r["order_date"]: {k: v for k, v in r.items() if k != "order_date"} for r in rows.order_rows}
+    categories = {
+        (r["category"], r["order_date"]): {k: v for k, v in r.items() if k not in ("category", "order_date")}
+        for r in rows.category_rows
+    }
+    return orders, categories
+
+
 def run_spark(
     batch_files: dict[str, list[str]],
     repeat: int,
@@ -170,12 +244,19 @@ def run_spark(
     shuffle_partitions: int,
     driver_memory: str,
     log_path: str,
+    warmup_files: dict[str, list[str]] | None = None,
+    event_log_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Session start once, then ``repeat`` x (run_validation + run_transform), each into a fresh warehouse."""
+    """Session start once, an optional warm-up batch, then ``repeat`` x (run_validation + run_transform).
+
+    The warm-up batch (a small generated one) stands for the batches a long-lived
+    spark-runner has already processed: JIT-compiled code paths, Delta classes loaded.
+    """
     # Spark/log4j/py4j chatter goes to a file (the JVM inherits fd 2), not over the result table.
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 2)
 
+    import delta
     import pyspark
 
     from cartflow.config import Settings
@@ -185,64 +266,78 @@ def run_spark(
     from cartflow.models import BatchInput
 
     # No aws_endpoint_url: file:// warehouse and inputs, no S3 client, no credentials needed.
+    # No quarantine threshold: generated bad rows must never fail the batch.
     settings = Settings(
-        spark_master=master, spark_shuffle_partitions=shuffle_partitions, spark_driver_memory=driver_memory
+        spark_master=master,
+        spark_shuffle_partitions=shuffle_partitions,
+        spark_driver_memory=driver_memory,
+        max_quarantined_share=1.0,
     )
+    extra = {}
+    if event_log_dir:
+        Path(event_log_dir).mkdir(parents=True, exist_ok=True)
+        extra = {
+            "spark.eventLog.enabled": "true",
+            "spark.eventLog.compress": "false",
+            "spark.eventLog.dir": Path(event_log_dir).resolve().as_uri(),
+        }
     started = time.perf_counter()
-    spark = build_spark(settings, "cartflow-bench")
+    spark = build_spark(settings, "cartflow-bench", extra_conf=extra)
     session_s = time.perf_counter() - started
     spark.sparkContext.setLogLevel("ERROR")
     jvm_pid = find_jvm_pid(spark)
+    sc = spark.sparkContext
 
-    load_before = load1()
-    cpu_before = _cpu_total(jvm_pid)
-    paths = {f"{ds}_paths": [Path(p).resolve().as_uri() for p in files] for ds, files in batch_files.items()}
-    runs: list[dict[str, float]] = []
-    first: dict[str, Any] = {}
+    def one_batch(files: dict[str, list[str]], tag: str) -> tuple[float, float, Any, Any, dict[str, int]]:
+        warehouse = Path(workdir) / f"warehouse-{tag}"
+        shutil.rmtree(warehouse, ignore_errors=True)
+        paths = {f"{ds}_paths": [Path(p).resolve().as_uri() for p in fs] for ds, fs in files.items()}
+        batch = BatchInput(batch_id=f"bench-{tag}", group_key="bench", bucket=settings.bucket, processing_date="2025-07-08", **paths)
+        sink = MemorySink()
+        sc.setJobGroup(f"bench-validate-{tag}", "bench: run_validation")
+        t0 = time.perf_counter()
+        validation = run_validation(spark, settings, batch, warehouse.as_uri())
+        t1 = time.perf_counter()
+        if validation.status != "passed":
+            raise RuntimeError(f"validation failed: {validation.errors}")
+        sc.setJobGroup(f"bench-kpis-{tag}", "bench: run_transform")
+        run_transform(spark, settings, batch, warehouse.as_uri(), sink=sink)
+        t2 = time.perf_counter()
+        tracker = sc.statusTracker()
+        jobs = {
+            # Spark jobs started from the job's own thread (Delta's background threads not counted).
+            "validate_jobs": len(tracker.getJobIdsForGroup(f"bench-validate-{tag}")),
+            "kpis_jobs": len(tracker.getJobIdsForGroup(f"bench-kpis-{tag}")),
+        }
+        shutil.rmtree(warehouse, ignore_errors=True)
+        return t1 - t0, t2 - t1, validation, sink.rows, jobs
+
+    warmup_s = None
     try:
+        if warmup_files:
+            v, k, *_ = one_batch(warmup_files, "warmup")
+            warmup_s = v + k
+        load_before = load1()
+        cpu_before = _cpu_total(jvm_pid)
+        runs: list[dict[str, float]] = []
+        first: dict[str, Any] = {}
         for r in range(repeat):
-            warehouse = Path(workdir) / f"warehouse-{r}"
-            shutil.rmtree(warehouse, ignore_errors=True)
-            batch = BatchInput(
-                batch_id=f"bench-{r}", group_key="bench", bucket=settings.bucket, processing_date="2025-07-08", **paths
-            )
-            sink = MemorySink()
-            sc = spark.sparkContext
-            sc.setJobGroup(f"bench-validate-{r}", "bench: run_validation")
-            t0 = time.perf_counter()
-            validation = run_validation(spark, settings, batch, warehouse.as_uri())
-            t1 = time.perf_counter()
-            if validation.status != "passed":
-                raise RuntimeError(f"validation failed: {validation.errors}")
-            sc.setJobGroup(f"bench-kpis-{r}", "bench: run_transform")
-            transform = run_transform(spark, settings, batch, warehouse.as_uri(), sink=sink)
-            t2 = time.perf_counter()
-            tracker = sc.statusTracker()
-            runs.append(
-                {
-                    "validate": t1 - t0,
-                    "kpis": t2 - t1,
-                    # Spark jobs started from the job's own thread (Delta's background threads not counted).
-                    "validate_jobs": len(tracker.getJobIdsForGroup(f"bench-validate-{r}")),
-                    "kpis_jobs": len(tracker.getJobIdsForGroup(f"bench-kpis-{r}")),
-                }
-            )
-            rows = sink.rows
+            validate_s, kpis_s, validation, rows, jobs = one_batch(batch_files, str(r))
+            runs.append({"validate": validate_s, "kpis": kpis_s, **jobs})
+            order_kpis, category_kpis = _kpi_dicts(rows)
             result = {
                 "touched": list(rows.touched_dates),
-                "order_rows": [dict(i) for i in rows.order_rows],
-                "category_rows": [dict(i) for i in rows.category_rows],
+                "order_kpis": order_kpis,
+                "category_kpis": category_kpis,
                 "counts": {
                     ds: {"valid": t.valid_rows, "quarantined": t.quarantined_rows, "input": t.input_rows}
                     for ds, t in validation.tables.items()
                 },
-                "transform_order_dates": transform.order_dates,
             }
             if r == 0:
                 first = result
-            elif result["order_rows"] != first["order_rows"] or result["category_rows"] != first["category_rows"]:
+            elif (result["order_kpis"], result["category_kpis"]) != (first["order_kpis"], first["category_kpis"]):
                 raise RuntimeError(f"repeat {r} produced different KPI rows than repeat 0")
-            shutil.rmtree(warehouse, ignore_errors=True)
         cpu_after = _cpu_total(jvm_pid)
         jvm_hwm = proc_status_kb(jvm_pid, "VmHWM") if jvm_pid else None
         python_hwm = proc_status_kb("self", "VmHWM")
@@ -251,15 +346,28 @@ def run_spark(
         os.close(log_fd)
     return {
         **first,
+        "engine": "spark",
+        "version": pyspark.__version__,
+        "delta_version": getattr(delta, "__version__", None) or _dist_version("delta-spark"),
         "runs": runs,
         "session_s": session_s,
+        "warmup_s": warmup_s,
         "master": master,
+        "threads": int(master[len("local[") : -1]) if master.startswith("local[") and master[6:-1].isdigit() else None,
         "shuffle_partitions": shuffle_partitions,
         "driver_memory": driver_memory,
-        "pyspark_version": pyspark.__version__,
         "jvm_pid": jvm_pid,
         "cpu_s_per_run": (cpu_after - cpu_before) / repeat if cpu_before is not None and cpu_after is not None else None,
         "load1": (load_before, load1()),
         "jvm_hwm_kb": jvm_hwm,
         "python_hwm_kb": python_hwm,
     }
+
+
+def _dist_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None

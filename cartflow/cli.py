@@ -22,6 +22,10 @@ resources_app = typer.Typer(help="The resource spec", no_args_is_help=True)
 app.add_typer(resources_app, name="resources")
 contracts_app = typer.Typer(help="The data contracts (spark/jobs/contracts/*.yaml)", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
+from cartflow.cli_ops import audit, batches_app, guard_commands  # noqa: E402  operator commands
+
+app.add_typer(batches_app, name="batches")
+app.command()(audit)
 try:  # `cartflow images ...` needs the docker SDK (extra [release]); the runtime images don't
     from cartflow.images import images_app
 
@@ -331,6 +335,9 @@ def show_batch(batch_id: str) -> None:
         raise typer.Exit(1)
     for table in validation_tables(result):
         console.print(table)
+
+
+guard_commands(app)  # endpoint down / table missing / bad CARTFLOW_* -> one line on stderr, exit 1
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ Registered by cartflow/cli.py (``app.add_typer(batches_app, name="batches")``,
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -107,6 +108,15 @@ def list_cmd(
         console.print(f"{len(failed)} failed; re-run one with: {retry_command(failed[0].batch_id)}", highlight=False)
 
 
+@batches_app.command("show")
+@one_line_errors
+def show_cmd(batch_id: Annotated[str, typer.Argument(help="a batch id (see cartflow batches list)")]) -> None:
+    """The validation report of one batch: counts per dataset and rule, every file's outcome and reason."""
+    from cartflow.cli import show_batch
+
+    show_batch(batch_id)
+
+
 @batches_app.command("retry")
 @one_line_errors
 def retry_cmd(batch_id: Annotated[str, typer.Argument(help="a failed batch's id")]) -> None:
@@ -128,11 +138,27 @@ def retry_cmd(batch_id: Annotated[str, typer.Argument(help="a failed batch's id"
 @one_line_errors
 def audit(
     stuck_after: Annotated[float, typer.Option(help="seconds before a waiting file counts as stuck")] = 300.0,
+    all_files: Annotated[bool, typer.Option("--all/--summary", help="list every file, not only totals")] = True,
 ) -> None:
-    """Check that every file ended in exactly one state and nothing was lost or doubled (exit 1 if not)."""
+    """Every raw file ever seen and its one state, totals, and the exactly-once checks (exit 1 on a finding)."""
     from cartflow.operations import audit as run_audit
+    from cartflow.views import ledger
 
-    findings = run_audit(_deps(), stuck_after_s=stuck_after)
+    deps = _deps()
+    rows = ledger(deps)
+    if all_files:
+        t = Table(title=f"files ({len(rows)} uploads)")
+        for col in ("file", "state", "detail"):
+            t.add_column(col, overflow="fold")
+        for r in rows:
+            t.add_row(r.s3_path.split("/", 3)[-1], r.outcome, r.detail)
+        console.print(t)
+    totals = Counter(r.outcome for r in rows)
+    console.print(
+        "totals: " + ", ".join(f"{k} {totals.get(k, 0)}" for k in ("processed", "rejected", "failed", "in progress")),
+        highlight=False,
+    )
+    findings = run_audit(deps, stuck_after_s=stuck_after)
     if not findings:
         console.print("audit: ok (every file in exactly one state, at most one batch in flight)")
         return

@@ -88,7 +88,8 @@ class RawFile(BaseModel):
         if not key.startswith(RAW_PREFIX):
             raise InvalidRawKey(f"key is not under {RAW_PREFIX}")
         m = _RAW_KEY_RE.match(key)
-        if not m or ".." in key:
+        # "." and ".." segments: Hadoop paths would normalise them, S3 copies would not.
+        if not m or any(part in (".", "..") for part in key.split("/")) or ".." in key:
             raise InvalidRawKey("key must look like raw/<data_type>/<file>.csv using [A-Za-z0-9._=-] only")
         try:
             data_type = DataType(m["type"])

@@ -12,11 +12,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cartflow.models import PROCESSED_PREFIX, RAW_PREFIX, BatchStatus, RawFile
+from cartflow.models import PROCESSED_PREFIX, RAW_PREFIX, REJECTED_PREFIX, BatchStatus, RawFile
 from cartflow.services.batches import BatchTable, Chunk
 from cartflow.services.controller import START_GRACE_MS
 from cartflow.services.deps import Deps, scan_items
 from cartflow.services.dispatch import execution_name
+from cartflow.views import outcomes_of
 
 
 def retry_command(batch_id: str) -> str:
@@ -155,7 +156,7 @@ def audit(deps: Deps, *, stuck_after_s: float = 300.0) -> list[Finding]:
     if holder and holder not in processing and deps.now_ms() - (acquired or 0) > START_GRACE_MS:
         findings.append(Finding("stale_lock", holder, "lock held by a batch that is not processing"))
 
-    raw, processed = _keys(deps, RAW_PREFIX), _keys(deps, PROCESSED_PREFIX)
+    raw, archived = _keys(deps, RAW_PREFIX), _keys(deps, PROCESSED_PREFIX) | _keys(deps, REJECTED_PREFIX)
     seen = {e["s3_path"] for e in events}
     for key in sorted(raw):
         if s.s3_uri(key) not in seen and _age_s(deps, key, now) > stuck_after_s:
@@ -163,8 +164,12 @@ def audit(deps: Deps, *, stuck_after_s: float = 300.0) -> list[Finding]:
     for c in chunks:
         for uri in c.file_paths:
             key = uri.split("/", 3)[-1]
-            if c.status == BatchStatus.DONE.value and f"{PROCESSED_PREFIX}{c.batch_id}/{key[len(RAW_PREFIX):]}" not in processed:
-                findings.append(Finding("not_archived", c.batch_id, f"{uri} done but not under {PROCESSED_PREFIX}{c.batch_id}/"))
+            if c.status == BatchStatus.DONE.value:
+                # Validation may have rejected the file as a whole: then it lives under rejected/.
+                outcome = outcomes_of(c).get(uri)
+                prefix = REJECTED_PREFIX if outcome is not None and outcome.status == "rejected" else PROCESSED_PREFIX
+                if f"{prefix}{c.batch_id}/{key[len(RAW_PREFIX):]}" not in archived:
+                    findings.append(Finding("not_archived", c.batch_id, f"{uri} done but not under {prefix}{c.batch_id}/"))
             if c.status == BatchStatus.FAILED.value and key not in raw:
                 findings.append(Finding("failed_file_gone", c.batch_id, f"{uri} missing from raw/: cannot be retried"))
     return findings

@@ -131,6 +131,46 @@ class BatchTable:
             ),
         )
 
+    def lock_and_claim(self, chunk: Chunk, processing_date: str) -> bool:
+        """Take the in-flight lock for the chunk and claim it (pending -> processing) atomically.
+
+        Two separate writes race: with a lock that is re-entrant per batch id (so a holder
+        left behind by a crashed dispatcher does not block its own batch), a dispatcher
+        whose claim lost to another one's would release the lock the winner relies on, and
+        a second batch could start. One transaction has no such window: either both
+        writes happen or neither, and nothing has to be given back.
+        """
+        now = self.deps.now_ms()
+        try:
+            self.ddb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.name,
+                            "Key": LOCK_KEY,
+                            "UpdateExpression": "SET holder = :b, acquired_at = :t",
+                            "ConditionExpression": "attribute_not_exists(holder) OR holder = :b",
+                            "ExpressionAttributeValues": values(b=chunk.batch_id, t=now),
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.name,
+                            "Key": chunk.key,
+                            "UpdateExpression": "SET #s = :p, processing_started_at = :t, processing_date = :d",
+                            "ConditionExpression": "#s = :pending",
+                            "ExpressionAttributeNames": {"#s": "status"},
+                            "ExpressionAttributeValues": values(
+                                p=BatchStatus.PROCESSING.value, pending=BatchStatus.PENDING.value, t=now, d=processing_date
+                            ),
+                        }
+                    },
+                ]
+            )
+            return True
+        except self.ddb.exceptions.TransactionCanceledException:
+            return False
+
     def set_execution(self, chunk: Chunk, execution_arn: str) -> bool:
         return self._conditional(
             Key=chunk.key,

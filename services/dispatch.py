@@ -2,9 +2,9 @@
 
 Shared by the stream trigger (reacts within a second of a new chunk or a finished one) and
 the controller (the scheduled safety net). Order of writes: take the lock for a specific
-chunk, claim the chunk (pending -> processing), start the execution (named after the batch
-and its retry attempt, so a repeated start of one attempt cannot start a second run),
-record its ARN. Any failure undoes the claim.
+chunk and claim it (pending -> processing) in one transaction, start the execution (named
+after the batch and its retry attempt, so a repeated start of one attempt cannot start a
+second run), record its ARN. Any failure undoes the claim.
 """
 
 from __future__ import annotations
@@ -65,12 +65,9 @@ def start_next_pending(deps: Deps) -> str | None:
     if not pending:
         return None
     chunk = pending[0]
-    if not table.acquire_lock(chunk.batch_id):
-        return None  # another dispatcher won the race
     processing_date = datetime.fromtimestamp(deps.now(), UTC).date().isoformat()
-    if not table.claim(chunk, processing_date):
-        table.release_lock(chunk.batch_id)
-        return None
+    if not table.lock_and_claim(chunk, processing_date):
+        return None  # another dispatcher won the race, or our pending read was stale
     try:
         payload = batch_input(chunk, processing_date)
         arn = start_execution(deps, payload, execution_name(chunk))

@@ -137,10 +137,13 @@ def s3a_credentials(settings: Settings) -> dict[str, str]:
 # ----------------------------------------------------------------------------- session
 
 
-def build_spark(settings: Settings, app_name: str = "cartflow") -> SparkSession:
-    """SparkSession on ``settings.spark_master`` with Delta and S3A configured."""
+def build_spark(settings: Settings, app_name: str = "cartflow", extra_conf: dict[str, str] | None = None) -> SparkSession:
+    """SparkSession on ``settings.spark_master`` with Delta and S3A configured.
+
+    ``extra_conf``: more static settings on top (the bench turns Spark's event log on with it).
+    """
     builder = SparkSession.builder.appName(app_name).master(settings.spark_master)
-    for key, value in spark_conf(settings, locked_jars(settings.jars_dir)).items():
+    for key, value in (spark_conf(settings, locked_jars(settings.jars_dir)) | (extra_conf or {})).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     # Secrets go into the live Hadoop conf, not the spark-submit argv (visible in `ps`).
