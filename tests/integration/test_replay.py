@@ -96,8 +96,8 @@ def test_replaying_every_event_three_times_and_rerunning_the_execution_changes_n
         invoke(deps, "debouncer", debouncer.handler, {})
         invoke(deps, "controller", controller.handler, {})
 
-    # A re-run of the batch's execution (same input, new name): the files are archived, so
-    # Validate finds none and the run fails, but it must not touch the done batch or the KPIs.
+    # A re-run of the batch's execution (same input, new name): the batch is done, so the
+    # state machine's CheckCurrent guard ends it before any job, write, archive or alert.
     reruns = []
     for i in range(1, TIMES + 1):
         arn = deps.clients.sfn.start_execution(stateMachineArn=s.state_machine_arn, name=f"{original['name']}-replay{i}",
@@ -116,7 +116,9 @@ def test_replaying_every_event_three_times_and_rerunning_the_execution_changes_n
         "execution re-runs": TIMES,
     }
     print(f"\nreplayed {sum(replayed.values())} events: {replayed}")
-    print("re-run outcomes:", [deps.clients.sfn.describe_execution(executionArn=a)["status"] for a in reruns])
+    outcomes = [deps.clients.sfn.describe_execution(executionArn=a)["status"] for a in reruns]
+    print("re-run outcomes:", outcomes)
+    assert outcomes == ["SUCCEEDED"] * TIMES  # ended quietly in NotCurrent
 
     after = state(deps)
     assert [b.batch_id for b in batches(deps)] == [batch.batch_id], "no new chunk"

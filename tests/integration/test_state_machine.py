@@ -132,6 +132,7 @@ def passed(batch: BatchInput) -> ValidationResult:
         status="passed",
         shape="tables",
         tables={"orders": TableResult(input_rows=3, valid_rows=3)},
+        archive=batch.archive,  # the real job plans the archive (processed/ or rejected/)
     )
 
 
@@ -238,7 +239,7 @@ def test_success_archives_marks_done_releases_lock_and_notifies(stack: Stack, jo
 
     assert desc["status"] == "SUCCEEDED", desc
     assert _path(stack, desc) == [
-        "Validate", "CheckValidation", "Transform", "ArchiveRawFiles", "DeleteRawFiles", "MarkDone", "ReleaseLock",
+        "CheckCurrent", "Validate", "CheckValidation", "Transform", "ArchiveRawFiles", "DeleteRawFiles", "MarkDone", "ReleaseLock",
         "NotifySuccess",
     ]
     output = json.loads(desc["output"])
@@ -265,7 +266,7 @@ def test_validation_failed_notifies_marks_failed_and_keeps_raw_files(stack: Stac
 
     assert desc["status"] == "FAILED", desc
     assert _path(stack, desc) == [
-        "Validate", "CheckValidation", "ValidationRejected", "NotifyFailure", "MarkFailed",
+        "CheckCurrent", "Validate", "CheckValidation", "ValidationRejected", "NotifyFailure", "MarkFailed",
         "ReleaseLockAfterFailure", "BatchFailed",
     ]
     assert desc.get("error") == "cartflow.BatchFailed"
@@ -304,7 +305,7 @@ def test_transform_failing_is_retried_then_takes_the_failure_path(
 
     assert desc["status"] == "FAILED", desc
     assert _path(stack, desc) == [
-        "Validate", "CheckValidation", "Transform", "TransformFailed", "NotifyFailure", "MarkFailed",
+        "CheckCurrent", "Validate", "CheckValidation", "Transform", "TransformFailed", "NotifyFailure", "MarkFailed",
         "ReleaseLockAfterFailure", "BatchFailed",
     ]
     assert sfn.deliveries[transform_arn] - before == 1 + stack.settings.job_retry_max_attempts
@@ -328,19 +329,41 @@ def test_lock_already_released_and_chunk_moved_on_still_finishes(stack: Stack, j
     _notice(stack, stack.success_queue_url, batch.batch_id)
 
     batch = _new_batch(stack)
-    stack.clients.dynamodb.update_item(
-        TableName=stack.settings.batch_chunks_table,
-        Key={"group_key": {"S": batch.group_key}, "batch_id": {"S": batch.batch_id}},
-        UpdateExpression="SET #s = :f",
-        ExpressionAttributeNames={"#s": "status"},
-        ExpressionAttributeValues={":f": {"S": "failed"}},
-    )
+
+    def validate_while_the_controller_moves_the_chunk(b: BatchInput) -> ValidationResult:
+        _set_status(stack, b, "failed")  # e.g. the controller timed the execution out meanwhile
+        return passed(b)
+
+    jobs.validate = validate_while_the_controller_moves_the_chunk
     desc = _run(stack, batch)
     assert desc["status"] == "FAILED", desc  # MarkDone's condition failed -> failure path
     notice = _notice(stack, stack.failure_queue_url, batch.batch_id)
     assert notice["failure"]["step"] == "MarkDone"
     assert notice["failure"]["error"]["Error"] == "DynamoDB.ConditionalCheckFailedException"
     assert "holder" not in _lock(stack)
+
+
+def test_a_duplicate_execution_of_a_batch_not_processing_ends_quietly(stack: Stack, jobs: StubJobs) -> None:
+    batch = _new_batch(stack)
+    _set_status(stack, batch, "done")
+    desc = _run(stack, batch)
+
+    assert desc["status"] == "SUCCEEDED", desc
+    assert _path(stack, desc) == ["CheckCurrent", "NotCurrent"]
+    assert {a.source_key for a in batch.archive} <= _keys(stack, "raw/")  # nothing archived
+    assert _chunk(stack, batch)["status"] == {"S": "done"}
+    with pytest.raises(AssertionError, match="no notice"):
+        _notice(stack, stack.failure_queue_url, batch.batch_id, timeout=2)
+
+
+def _set_status(stack: Stack, batch: BatchInput, status: str) -> None:
+    stack.clients.dynamodb.update_item(
+        TableName=stack.settings.batch_chunks_table,
+        Key={"group_key": {"S": batch.group_key}, "batch_id": {"S": batch.batch_id}},
+        UpdateExpression="SET #s = :s",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":s": {"S": status}},
+    )
 
 
 def test_failed_copy_leaves_every_raw_file_in_place(stack: Stack, jobs: StubJobs) -> None:
@@ -350,7 +373,7 @@ def test_failed_copy_leaves_every_raw_file_in_place(stack: Stack, jobs: StubJobs
     desc = _run(stack, batch)
 
     assert desc["status"] == "FAILED", desc
-    assert _path(stack, desc)[3:] == [
+    assert _path(stack, desc)[4:] == [
         "ArchiveRawFiles", "ArchiveFailed", "NotifyFailure", "MarkFailed", "ReleaseLockAfterFailure", "BatchFailed"
     ]
     notice = _notice(stack, stack.failure_queue_url, batch.batch_id)

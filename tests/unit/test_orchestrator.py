@@ -52,7 +52,7 @@ def _all_states(states: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[s
 @pytest.mark.parametrize("target", ["local", "aws"])
 def test_renders_valid_json_with_every_transition_resolvable(target: str) -> None:
     definition = rendered(target)
-    assert definition["StartAt"] == "Validate"
+    assert definition["StartAt"] == "CheckCurrent"
     assert "${" not in json.dumps(definition)
     assert "Cartflow.Job" not in json.dumps(definition)
     for scope, state in _all_states(definition["States"]):
@@ -75,7 +75,7 @@ def test_state_names_are_unique_across_nested_machines() -> None:
 def test_the_top_level_flow() -> None:
     states = rendered("local")["States"]
     assert list(states) == [
-        "Validate", "CheckValidation", "Transform", "ArchiveRawFiles", "DeleteRawFiles", "MarkDone",
+        "CheckCurrent", "NotCurrent", "Validate", "CheckValidation", "Transform", "ArchiveRawFiles", "DeleteRawFiles", "MarkDone",
         "ReleaseLock", "NotifySuccess", "ValidationRejected", "ValidateFailed", "TransformFailed",
         "ArchiveFailed", "DeleteRawFailed", "MarkDoneFailed", "NotifyFailure", "MarkFailed",
         "ReleaseLockAfterFailure", "BatchFailed",
@@ -86,6 +86,12 @@ def test_the_top_level_flow() -> None:
     assert states["CheckValidation"]["Default"] == "ValidationRejected"
     assert states["BatchFailed"]["Type"] == "Fail"
     assert states["NotifySuccess"]["End"] is True
+    # A duplicate execution of a batch that is not processing ends quietly, before any job.
+    assert states["CheckCurrent"]["Next"] == "Validate"
+    assert states["CheckCurrent"]["Catch"][0] == {
+        "ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"], "ResultPath": "$.error", "Next": "NotCurrent"
+    }
+    assert states["NotCurrent"]["Type"] == "Succeed"
     # Every failure path goes through the notice, then the status, then the lock, then Fail.
     for name in ("ValidationRejected", "ValidateFailed", "TransformFailed", "ArchiveFailed", "DeleteRawFailed",
                  "MarkDoneFailed"):
