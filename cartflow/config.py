@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     debouncer_interval_seconds: float = Field(default=5.0, gt=0)
     controller_interval_seconds: float = Field(default=5.0, gt=0)
     max_execution_seconds: int = Field(default=3600, ge=30)  # controller stops runaway executions
+    # A job task silent this long (no worker heartbeat) is lost: Step Functions enforces it on
+    # AWS (HeartbeatSeconds); locally the controller's watchdog stops the execution and
+    # re-queues the batch, at most max_auto_reruns times, then marks it failed and alerts.
+    job_heartbeat_seconds: int = Field(default=120, ge=10)
+    max_auto_reruns: int = Field(default=2, ge=0)
     # A batch whose quarantined share of rows is above this fails (and alerts) without writing.
     max_quarantined_share: float = Field(default=0.5, ge=0.0, le=1.0)
 

@@ -17,12 +17,8 @@ from cartflow.services.batches import BatchTable, Chunk
 from cartflow.services.controller import START_GRACE_MS
 from cartflow.services.deps import Deps, scan_items
 from cartflow.services.dispatch import execution_name
+from cartflow.services.notify import retry_command  # noqa: F401  re-exported for the CLI and tests
 from cartflow.views import outcomes_of
-
-
-def retry_command(batch_id: str) -> str:
-    """What an alert tells the operator to run (keep in sync with the ASL NotifyFailure)."""
-    return f"cartflow batches retry {batch_id}"
 
 
 def list_batches(deps: Deps, status: BatchStatus | None = None) -> list[Chunk]:

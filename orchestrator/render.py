@@ -167,6 +167,8 @@ def params_from_settings(settings: Any, target: Target) -> dict[str, object]:
             retry_backoff_rate=settings.job_retry_backoff_rate,
             validate_activity_arn=settings.activity_arn(settings.validate_activity),
             transform_activity_arn=settings.activity_arn(settings.transform_activity),
+            # The controller's watchdog uses the same number where the emulator ignores it.
+            job_heartbeat_seconds=settings.job_heartbeat_seconds,
         )
     return params
 

@@ -29,6 +29,8 @@ class Chunk:
     processing_date: str | None = None
     error: str | None = None
     file_outcomes: str | None = None  # JSON list of FileOutcome, set by MarkDone
+    worker_heartbeat_at: int | None = None  # ms; the local spark-runner's last sign of life
+    auto_reruns: int = 0  # times the watchdog re-queued it after its worker went silent
     attempt: int = 0  # operator retries so far (`cartflow batches retry`); names the execution
 
     @classmethod
@@ -48,6 +50,8 @@ class Chunk:
             processing_date=d.get("processing_date"),
             error=d.get("error"),
             file_outcomes=d.get("file_outcomes"),
+            worker_heartbeat_at=int(d["worker_heartbeat_at"]) if "worker_heartbeat_at" in d else None,
+            auto_reruns=int(d.get("auto_reruns", 0)),
             attempt=int(d.get("attempt", 0)),
         )
 
@@ -188,6 +192,31 @@ class BatchTable:
             ConditionExpression="#s = :p",
             ExpressionAttributeNames={"#s": "status"},
             ExpressionAttributeValues=values(pending=BatchStatus.PENDING.value, p=BatchStatus.PROCESSING.value, e=reason),
+        )
+
+    def requeue_lost(self, chunk: Chunk, reason: str) -> bool:
+        """processing -> pending after the watchdog stopped an execution whose worker went silent.
+
+        The next dispatch starts it as a new attempt (a new execution name); the attempt
+        condition keeps two controllers from re-queuing it twice.
+        """
+        vals: dict[str, Any] = dict(
+            pending=BatchStatus.PENDING.value, p=BatchStatus.PROCESSING.value, next=chunk.attempt + 1,
+            reruns=chunk.auto_reruns + 1, e=reason, none=[], prev=[chunk.execution_arn or ""],
+        )  # fmt: skip
+        condition = "#s = :p AND " + ("attempt = :a" if chunk.attempt else "attribute_not_exists(attempt)")
+        if chunk.attempt:
+            vals["a"] = chunk.attempt
+        return self._conditional(
+            Key=chunk.key,
+            UpdateExpression=(
+                "SET #s = :pending, attempt = :next, auto_reruns = :reruns, last_rerun_reason = :e, "
+                "previous_executions = list_append(if_not_exists(previous_executions, :none), :prev) "
+                "REMOVE execution_arn, processing_started_at, worker_heartbeat_at, execution_entered_at"
+            ),
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=values(**vals),
         )
 
     def reopen_failed(self, chunk: Chunk) -> bool:

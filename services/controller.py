@@ -20,6 +20,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from cartflow.models import BatchStatus
 from cartflow.services.batches import BatchTable, Chunk
 from cartflow.services.deps import Deps, current_deps
+from cartflow.services.notify import publish_failure
 from cartflow.services.dispatch import execution_arn, execution_name, start_next_pending
 
 logger = Logger(service="cartflow-controller")
@@ -33,6 +34,7 @@ class ControllerReport:
     finalized: dict[str, str] = field(default_factory=dict)
     stopped: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)  # worker went silent: runs again
     released_lock: str | None = None
     started: str | None = None
 
@@ -61,12 +63,50 @@ def reconcile_processing(deps: Deps, table: BatchTable, chunk: Chunk, report: Co
         table.set_execution(chunk, arn)
     if status in _TERMINAL:
         outcome = _TERMINAL[status]
-        if table.finish(chunk, outcome, None if outcome is BatchStatus.DONE else f"execution {status}"):
+        error = None if outcome is BatchStatus.DONE else f"execution {status}"
+        if table.finish(chunk, outcome, error):
             report.finalized[chunk.batch_id] = outcome.value
+            if error:  # ended outside the state machine's Catch, which would have alerted
+                publish_failure(deps, chunk, "Controller", "cartflow.ExecutionEnded", error)
         table.release_lock(chunk.batch_id)
+    elif status == "RUNNING" and worker_is_silent(deps, chunk):
+        watchdog(deps, table, chunk, arn, report)
     elif status == "RUNNING" and age_ms > deps.settings.max_execution_seconds * 1000:
         deps.clients.sfn.stop_execution(executionArn=arn, error="cartflow.Timeout", cause="max_execution_seconds exceeded")
         report.stopped.append(chunk.batch_id)
+
+
+def worker_is_silent(deps: Deps, chunk: Chunk) -> bool:
+    """No heartbeat from a spark-runner for job_heartbeat_seconds (local Activity workers only).
+
+    On AWS, Step Functions enforces HeartbeatSeconds and ECS reports a dead task itself; the
+    emulator enforces neither, so the runner also stamps the chunk and we watch the stamp.
+    """
+    if deps.settings.state_machine_target != "local":
+        return False
+    last = max(chunk.worker_heartbeat_at or 0, chunk.processing_started_at or chunk.created_at)
+    return deps.now_ms() - last > deps.settings.job_heartbeat_seconds * 1000
+
+
+def watchdog(deps: Deps, table: BatchTable, chunk: Chunk, arn: str, report: ControllerReport) -> None:
+    """Stop the execution whose worker went silent; re-queue the batch, or fail it for good."""
+    silent_s = (deps.now_ms() - max(chunk.worker_heartbeat_at or 0, chunk.processing_started_at or 0)) / 1000
+    cause = f"no heartbeat from a spark-runner for {silent_s:.0f} s (limit {deps.settings.job_heartbeat_seconds} s)"
+    try:
+        deps.clients.sfn.stop_execution(executionArn=arn, error="cartflow.WorkerLost", cause=cause)
+    except deps.clients.sfn.exceptions.ExecutionDoesNotExist:
+        pass
+    report.stopped.append(chunk.batch_id)
+    if chunk.auto_reruns < deps.settings.max_auto_reruns:
+        if table.requeue_lost(chunk, cause):
+            table.release_lock(chunk.batch_id)
+            report.requeued.append(chunk.batch_id)
+            logger.warning("re-queued a batch whose worker went silent", extra={"batch_id": chunk.batch_id, "cause": cause})
+        return
+    if table.finish(chunk, BatchStatus.FAILED, f"{cause}; gave up after {chunk.auto_reruns} re-runs"):
+        table.release_lock(chunk.batch_id)
+        report.finalized[chunk.batch_id] = BatchStatus.FAILED.value
+        publish_failure(deps, chunk, "Watchdog", "cartflow.WorkerLost", cause)
 
 
 def control(deps: Deps) -> ControllerReport:
@@ -75,7 +115,7 @@ def control(deps: Deps) -> ControllerReport:
     processing = table.by_status(BatchStatus.PROCESSING)
     for chunk in processing:
         reconcile_processing(deps, table, chunk, report)
-    still_processing = {c.batch_id for c in processing} - set(report.finalized) - set(report.recovered)
+    still_processing = {c.batch_id for c in processing} - set(report.finalized) - set(report.recovered) - set(report.requeued)
     holder, acquired_at = table.lock_holder()
     # Grace: dispatch takes the lock a moment before it claims the chunk.
     if holder and deps.now_ms() - (acquired_at or 0) > START_GRACE_MS:

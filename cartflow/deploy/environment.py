@@ -24,6 +24,10 @@ FUNCTION_SETTINGS: tuple[str, ...] = (
     "max_files_per_chunk",
     "event_retention_days",
     "max_execution_seconds",
+    "failure_topic",  # the controller alerts executions that ended outside the Catch
+    "state_machine_target",  # local: the controller also watches worker heartbeats
+    "job_heartbeat_seconds",
+    "max_auto_reruns",
 )
 
 # Settings fields the Spark jobs read (spark/jobs/ + cartflow/aws.py).

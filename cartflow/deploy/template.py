@@ -200,6 +200,8 @@ def _setting_values(settings: Settings) -> dict[str, Any]:
         "account_id": ACCOUNT,
         "bucket": BUCKET,
         "spark_driver_memory": cfn("SparkDriverMemory"),
+        # ECS tasks report their own death and Step Functions enforces heartbeats: no watchdog.
+        "state_machine_target": "aws",
     }
 
 

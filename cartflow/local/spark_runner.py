@@ -97,6 +97,15 @@ def parse_batch(raw_input: str) -> BatchInput:
     return BatchInput.model_validate({k: v for k, v in data.items() if k in BatchInput.model_fields})
 
 
+def _batch_key(raw_input: str) -> dict[str, Any] | None:
+    """The batch chunk's key from a task input, or None when the input is not a batch."""
+    try:
+        batch = json.loads(raw_input)
+        return {"group_key": {"S": str(batch["group_key"])}, "batch_id": {"S": str(batch["batch_id"])}}
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def failure_cause(exc: BaseException) -> str:
     """``<ExceptionType>: <message>``, truncated to what SendTaskFailure accepts."""
     cause = f"{type(exc).__name__}: {exc}"
@@ -135,9 +144,11 @@ class SparkRunner:
         spark_factory: Callable[[], Any] | None = None,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         worker_name: str | None = None,
+        dynamodb: Any = None,
     ) -> None:
         self.settings = settings
         self.sfn = sfn
+        self.dynamodb = dynamodb  # stamps the batch chunk on every heartbeat (controller watchdog)
         self.jobs: dict[str, JobCallable] = dict(jobs if jobs is not None else DEFAULT_JOBS)
         self.arns: dict[str, str] = dict(arns if arns is not None else activity_arns(settings))
         unknown = set(self.jobs) - set(self.arns)
@@ -247,7 +258,7 @@ class SparkRunner:
     def handle_task(self, job: str, token: str, raw_input: str) -> None:
         """Run ``job`` for one task and report the outcome to Step Functions."""
         started = time.monotonic()
-        with self._heartbeats(token):
+        with self._heartbeats(token, _batch_key(raw_input)):
             outcome = self._run_job(job, raw_input)
         elapsed = time.monotonic() - started
         if isinstance(outcome, str):
@@ -299,10 +310,11 @@ class SparkRunner:
         return build_spark(self.settings, SPARK_APP_NAME)
 
     @contextmanager
-    def _heartbeats(self, token: str) -> Iterator[None]:
+    def _heartbeats(self, token: str, batch_key: dict[str, Any] | None = None) -> Iterator[None]:
         done = threading.Event()
+        self._stamp(batch_key)  # picked up: the watchdog's clock restarts now
         thread = threading.Thread(
-            target=self._heartbeat_loop, args=(token, done), name="spark-runner-heartbeat", daemon=True
+            target=self._heartbeat_loop, args=(token, done, batch_key), name="spark-runner-heartbeat", daemon=True
         )
         thread.start()
         try:
@@ -311,9 +323,10 @@ class SparkRunner:
             done.set()
             thread.join()  # no heartbeat may race the final SendTaskSuccess/Failure
 
-    def _heartbeat_loop(self, token: str, done: threading.Event) -> None:
+    def _heartbeat_loop(self, token: str, done: threading.Event, batch_key: dict[str, Any] | None = None) -> None:
         while not done.wait(self.heartbeat_seconds):
             self.touch_liveness()  # a long job must not look like a dead container
+            self._stamp(batch_key)
             try:
                 self.sfn.send_task_heartbeat(taskToken=token)
             except Exception as exc:
@@ -321,6 +334,24 @@ class SparkRunner:
                     log.warning("task is gone (%s); the job keeps running but its result will be dropped", exc)
                     return
                 log.warning("heartbeat failed: %s", exc)
+
+    def _stamp(self, batch_key: dict[str, Any] | None) -> None:
+        """worker_heartbeat_at on the chunk: the emulator ignores SendTaskHeartbeat timeouts, so
+        the controller's watchdog reads this instead (only while the chunk is processing)."""
+        if self.dynamodb is None or batch_key is None:
+            return
+        try:
+            self.dynamodb.update_item(
+                TableName=self.settings.batch_chunks_table,
+                Key=batch_key,
+                UpdateExpression="SET worker_heartbeat_at = :t",
+                ConditionExpression="#s = :p",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":t": {"N": str(int(time.time() * 1000))}, ":p": {"S": "processing"}},
+            )
+        except Exception as exc:  # a missed stamp only matters if every stamp is missed
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                log.warning("could not stamp the batch's heartbeat: %s", exc)
 
     def _report(self, method: str, **kwargs: Any) -> None:
         try:
@@ -356,7 +387,9 @@ def run_forever(settings: Settings) -> None:
     """Run the spark-runner until SIGTERM/SIGINT (``cartflow serve spark-runner``)."""
     from cartflow.aws import AwsClients
 
-    runner = SparkRunner(settings, AwsClients(settings).sfn)
+    clients = AwsClients(settings)
+    heartbeat = min(HEARTBEAT_SECONDS, settings.job_heartbeat_seconds / 4)
+    runner = SparkRunner(settings, clients.sfn, dynamodb=clients.dynamodb, heartbeat_seconds=heartbeat)
     _install_signal_handlers(runner)
     threading.Thread(target=runner.warm_up, name="spark-warm-up", daemon=True).start()
     try:

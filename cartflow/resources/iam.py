@@ -206,6 +206,9 @@ def _controller(c: _Catalog, v: Mapping[str, Any]) -> PolicyDocument:
         [
             *_dispatch_statements(c, v),
             _statement("WatchExecutions", ["states:DescribeExecution", "states:StopExecution"], [c.executions()]),
+            # An execution that ended outside the state machine's Catch, or that the watchdog
+            # gave up on, is alerted by the controller itself.
+            _statement("NotifyFailure", ["sns:Publish"], [c.topic(v["failure_topic"])]),
         ]
     )
 

@@ -34,7 +34,7 @@ EXPECTED_ACTIONS: dict[str, set[str]] = {
     },
     "controller": {
         "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query",
-        "states:StartExecution", "states:DescribeExecution", "states:StopExecution",
+        "states:StartExecution", "states:DescribeExecution", "states:StopExecution", "sns:Publish",
     },
     "state-machine": {
         "s3:GetObject", "s3:GetObjectTagging", "s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObject",
