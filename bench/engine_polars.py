@@ -25,18 +25,21 @@ def _trimmed(name: str) -> pl.Expr:
 
 
 _TS_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M")
+_TS_PARTS = r"^(.*?)(?: ?(?:UTC|Z)|([+-][0-9]{2}):?([0-9]{2})?)?$"
 
 
 def _timestamp(value: pl.Expr) -> pl.Expr:
     """Naive = UTC; 'Z'/'UTC' suffixes dropped; +HH[:MM] offsets converted to UTC."""
-    text = value.str.replace("T", " ", literal=True).str.replace(r" ?(UTC|Z)$", "")
-    offset = text.str.extract(r"([+-][0-9]{2}):?([0-9]{2})?$", 0)
-    base = text.str.replace(r"[+-][0-9]{2}(:?[0-9]{2})?$", "")
+    text = value.str.replace(r"^([0-9]{4}-[0-9]{2}-[0-9]{2})T", "${1} ")
+    plain = text.str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False, time_unit="us")
+    parts = text.str.extract_groups(_TS_PARTS)
+    base = parts.struct.field("1")
     parsed = pl.coalesce([base.str.to_datetime(f, strict=False, time_unit="us") for f in _TS_FORMATS])
-    hours = text.str.extract(r"([+-][0-9]{2}):?([0-9]{2})?$", 1).cast(pl.Int64, strict=False)
-    minutes = text.str.extract(r"([+-][0-9]{2}):?([0-9]{2})?$", 2).cast(pl.Int64, strict=False).fill_null(0)
+    hours = parts.struct.field("2").cast(pl.Int64, strict=False)
+    minutes = parts.struct.field("3").cast(pl.Int64, strict=False).fill_null(0)
     shift = pl.duration(minutes=hours * 60 + hours.sign() * minutes)
-    return pl.when(offset.is_null()).then(parsed).otherwise(parsed - shift)
+    general = pl.when(hours.is_null()).then(parsed).otherwise(parsed - shift)
+    return pl.coalesce([plain, general])
 
 
 def typed(col: Any) -> pl.Expr:

@@ -286,7 +286,7 @@ class SparkRunner:
             except Exception as exc:
                 log.exception("%s failed for batch %s", job, batch.batch_id)
                 if _jvm_is_gone(exc):
-                    self._spark = None  # rebuilt on the next task
+                    self._discard_session()  # a new JVM on the next task
                 return JOB_FAILED, exc
 
     def warm_up(self) -> None:
@@ -303,6 +303,13 @@ class SparkRunner:
             log.info("building the SparkSession (%s)", self.settings.spark_master)
             self._spark = self._spark_factory()
         return self._spark
+
+    def _discard_session(self) -> None:
+        if self._spark_factory == self._build_spark:
+            from cartflow.jobs.session import discard_session
+
+            discard_session(self._spark)
+        self._spark = None
 
     def _build_spark(self) -> Any:
         from cartflow.jobs.session import build_spark  # lazy: pyspark is only needed here

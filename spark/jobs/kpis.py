@@ -102,8 +102,30 @@ def three_table_lines(orders: DataFrame, items: DataFrame, products: DataFrame) 
     )
 
 
-def flat_lines(order_lines: DataFrame) -> DataFrame:
-    lines = latest(order_lines, KEYS["order_lines"])
+NEWEST = "_newest"  # this row is its key's latest version
+KEY_IN_BATCH = "_key_in_batch"  # some version of this row's key comes from the batch
+
+
+def flat_versions(order_lines: DataFrame, batch_id: str) -> DataFrame:
+    """Every flat row with NEWEST and KEY_IN_BATCH, from ONE shuffle by key.
+
+    Both "latest batch wins" and "dates the batch touches" (the dates of every version of
+    a key the batch sends, old versions included) need the rows grouped by key: one
+    window pass gives both, instead of a window for one and a semi-join for the other.
+    """
+    key = [F.col(k) for k in KEYS["order_lines"]]
+    newest_first = Window.partitionBy(*key).orderBy(F.col(BATCH_ID).desc())
+    whole_key = Window.partitionBy(*key)
+    return order_lines.select(
+        "*",
+        (F.row_number().over(newest_first) == 1).alias(NEWEST),
+        F.max((F.col(BATCH_ID) == batch_id).cast("int")).over(whole_key).cast("boolean").alias(KEY_IN_BATCH),
+    )
+
+
+def flat_lines(order_lines: DataFrame, versions: bool = False) -> DataFrame:
+    """The flat shape as order lines; ``versions``: the input is flat_versions(...) output."""
+    lines = order_lines.where(F.col(NEWEST)) if versions else latest(order_lines, KEYS["order_lines"])
     return lines.select(
         F.concat(F.lit("f:"), F.col("order_id")).alias("order_key"),
         F.concat(F.lit("f:"), F.col("customer_id")).alias("customer_key"),
@@ -115,13 +137,18 @@ def flat_lines(order_lines: DataFrame) -> DataFrame:
     )
 
 
-def order_lines(validated: Validated) -> DataFrame | None:
-    """Both shapes mapped onto the order-lines relation; None when no validated data exists."""
+def order_lines(validated: Validated, flat: DataFrame | None = None) -> DataFrame | None:
+    """Both shapes mapped onto the order-lines relation; None when no validated data exists.
+
+    ``flat``: flat_versions(...) of the order_lines table, when the caller has it.
+    """
     parts = []
     if validated.has_three_tables:
         assert validated.orders is not None and validated.order_items is not None and validated.products is not None
         parts.append(three_table_lines(validated.orders, validated.order_items, validated.products))
-    if validated.order_lines is not None:
+    if flat is not None:
+        parts.append(flat_lines(flat, versions=True))
+    elif validated.order_lines is not None:
         parts.append(flat_lines(validated.order_lines))
     if not parts:
         return None
@@ -131,12 +158,13 @@ def order_lines(validated: Validated) -> DataFrame | None:
     return lines
 
 
-def touched_order_dates(validated: Validated, batch_id: str) -> DataFrame | None:
+def touched_order_dates(validated: Validated, batch_id: str, flat: DataFrame | None = None) -> DataFrame | None:
     """Distinct ``order_date`` of every line a row of ``batch_id`` contributes to, old versions included.
 
     Superseded versions matter: an order whose created_at moved, or an item moved to another
     order, changes the KPIs of the *old* date as well. A product row touches every date on
     which one of its items was ordered (its category feeds CategoryKPIs).
+    ``flat``: flat_versions(...) of the order_lines table, when the caller has it.
     """
     parts: list[DataFrame] = []
     if validated.orders is not None:
@@ -159,11 +187,13 @@ def touched_order_dates(validated: Validated, batch_id: str) -> DataFrame | None
                 F.to_date("created_at").alias("order_date")
             )
         )
-    if validated.order_lines is not None:
-        flat = validated.order_lines
+    if flat is not None:
+        parts.append(flat.where(F.col(KEY_IN_BATCH)).select("order_date"))
+    elif validated.order_lines is not None:
+        table = validated.order_lines
         key = list(KEYS["order_lines"])
-        batch_keys = flat.where(F.col(BATCH_ID) == batch_id).select(*key).distinct()
-        parts.append(flat.join(batch_keys, key, "left_semi").select("order_date"))
+        batch_keys = table.where(F.col(BATCH_ID) == batch_id).select(*key).distinct()
+        parts.append(table.join(batch_keys, key, "left_semi").select("order_date"))
     if not parts:
         return None
     dates = parts[0]

@@ -165,3 +165,23 @@ def to_spark_uri(uri: str) -> str:
     if scheme == "file" or (scheme == "" and uri):
         return uri
     raise ValueError(f"unsupported URI scheme for Spark: {uri!r} (use s3://, s3a://, file:// or a local path)")
+
+
+def discard_session(spark: SparkSession | None) -> None:
+    """The JVM behind ``spark`` died: drop PySpark's process-wide handles to it.
+
+    ``getOrCreate`` would otherwise hand back the dead session (its gateway refuses every
+    call) instead of starting a new JVM.
+    """
+    from pyspark import SparkContext
+
+    if spark is not None:
+        try:
+            spark.stop()
+        except Exception:  # noqa: BLE001 - the gateway is gone; stop() cannot reach it
+            pass
+    SparkSession._instantiatedSession = None
+    SparkSession._activeSession = None
+    SparkContext._active_spark_context = None
+    SparkContext._gateway = None
+    SparkContext._jvm = None

@@ -151,21 +151,36 @@ def load_validated(spark: SparkSession, warehouse: str) -> kpis.Validated:
     )
 
 
-def compute_kpi_rows(spark: SparkSession, validated: kpis.Validated, batch_id: str) -> KpiRows:
-    dates_frame = kpis.touched_order_dates(validated, batch_id)
-    touched = sorted(r["order_date"] for r in dates_frame.collect()) if dates_frame is not None else []
-    touched = [d for d in touched if d is not None]
-    lines = kpis.order_lines(validated)
-    if not touched or lines is None:
-        return KpiRows(tuple(d.isoformat() for d in touched), (), ())
+# Columns of validated/order_lines the KPIs read: the cached versions stay narrow.
+_FLAT_COLUMNS = ("order_id", "product_id", "customer_id", "order_date", "category", "quantity", "unit_price", "returned")
 
-    # Both KPI sets aggregate the same lines: compute them (joins, latest-wins windows) once.
-    lines = lines.where(F.col("order_date").isin(touched)).cache()
+
+def compute_kpi_rows(spark: SparkSession, validated: kpis.Validated, batch_id: str) -> KpiRows:
+    """Two Spark actions: the touched dates, then both KPI sets of those dates together.
+
+    Flat rows are grouped by key ONCE (kpis.flat_versions, cached): the touched dates and
+    latest-wins both come from that shuffle. Three-table lines (joins, latest-wins
+    windows) are cached between the two KPI sets as before.
+    """
+    flat = None
+    if validated.order_lines is not None:
+        flat = kpis.flat_versions(validated.order_lines.select(*_FLAT_COLUMNS, kpis.BATCH_ID), batch_id).cache()
+    lines = None
     try:
-        order_rows = kpis.order_kpis(lines).collect()
-        category_rows = kpis.category_kpis(lines).collect()
+        dates_frame = kpis.touched_order_dates(validated, batch_id, flat)
+        touched = sorted(r["order_date"] for r in dates_frame.collect()) if dates_frame is not None else []
+        touched = [d for d in touched if d is not None]
+        all_lines = kpis.order_lines(validated, flat)
+        if not touched or all_lines is None:
+            return KpiRows(tuple(d.isoformat() for d in touched), (), ())
+        lines = all_lines.where(F.col("order_date").isin(touched))
+        if validated.has_three_tables:
+            lines = lines.cache()  # joins + windows: not twice
+        order_rows, category_rows = _collect_kpis(lines)
     finally:
-        lines.unpersist()
+        for frame in (flat, lines):
+            if frame is not None and frame.is_cached:
+                frame.unpersist()
     return KpiRows(
         touched_dates=tuple(d.isoformat() for d in touched),
         order_rows=tuple(sorted((_item(r) for r in order_rows), key=lambda i: i["order_date"])),
@@ -173,6 +188,22 @@ def compute_kpi_rows(spark: SparkSession, validated: kpis.Validated, batch_id: s
             sorted((_item(r) for r in category_rows), key=lambda i: (i["order_date"], i["category"]))
         ),
     )
+
+
+def _collect_kpis(lines: DataFrame) -> tuple[list[Row], list[Row]]:
+    """Both KPI sets in ONE action: a union of two struct columns, one of them null per row."""
+    order_type = kpis.ORDER_KPIS_SCHEMA
+    category_type = kpis.CATEGORY_KPIS_SCHEMA
+    order_part = kpis.order_kpis(lines).select(
+        F.struct(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in order_type.fields]).alias("o"),
+        F.lit(None).cast(category_type).alias("c"),
+    )
+    category_part = kpis.category_kpis(lines).select(
+        F.lit(None).cast(order_type).alias("o"),
+        F.struct(*[F.col(f.name).cast(f.dataType).alias(f.name) for f in category_type.fields]).alias("c"),
+    )
+    rows = order_part.unionByName(category_part).collect()
+    return [r["o"] for r in rows if r["o"] is not None], [r["c"] for r in rows if r["c"] is not None]
 
 
 def _item(row: Row) -> dict[str, Any]:
@@ -245,8 +276,12 @@ def run_transform(
     require_utc(spark)
 
     rows = compute_kpi_rows(spark, load_validated(spark, warehouse), batch.batch_id)
-    write_kpi_copies(spark, warehouse, rows, batch.batch_id)
-    sink.write(rows, batch.batch_id)
+    # The DynamoDB writes (network I/O) overlap the Delta copies (Spark jobs); both are
+    # idempotent per touched date, so a retry after a failure of either redoes both.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpi-sink") as pool:
+        sink_written = pool.submit(sink.write, rows, batch.batch_id)
+        write_kpi_copies(spark, warehouse, rows, batch.batch_id)
+        sink_written.result()
 
     result = TransformResult(
         batch_id=batch.batch_id,

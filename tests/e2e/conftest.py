@@ -83,6 +83,8 @@ def stack_env(monkeypatch_session: pytest.MonkeyPatch) -> dict[str, str]:
         "CARTFLOW_DEBOUNCE_SECONDS": "5",
         "CARTFLOW_DEBOUNCER_INTERVAL_SECONDS": "1",
         "CARTFLOW_CONTROLLER_INTERVAL_SECONDS": "2",
+        # The kill test waits for the watchdog: 30 s of worker silence means lost.
+        "CARTFLOW_JOB_HEARTBEAT_SECONDS": "30",
         # e2e images get their own tags, so a developer's :dev images are left alone.
         "CARTFLOW_SERVICES_IMAGE": "cartflow-services:e2e",
         "CARTFLOW_SPARK_IMAGE": "cartflow-spark:e2e",

@@ -120,6 +120,57 @@ def test_seeded_fixtures_reach_kpis_equal_to_the_oracle(stack: dict[str, Any], a
     del compose
 
 
+def container(stack: dict[str, Any], service: str) -> str:
+    res = subprocess.run(
+        [stack["docker"], "ps", "-aq", "--filter", f"label=com.docker.compose.project={stack['project']}",
+         "--filter", f"label=com.docker.compose.service={service}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    [cid] = res.stdout.split()
+    return cid
+
+
+def test_docker_kill_of_the_worker_and_controller_mid_batch_loses_nothing(stack: dict[str, Any], aws: dict[str, Any]) -> None:
+    """`docker kill` (SIGKILL, no restart policy applies) of the spark-runner in the middle of its
+    Spark job and of the controller, then `docker start`: the watchdog re-runs the batch, every
+    file ends archived exactly once and the KPIs equal the oracle for valid + update."""
+    s3, ddb, docker = aws["s3"], aws["dynamodb"], stack["docker"]
+    keys = []
+    for path in sorted((FIXTURES / "update").rglob("*.csv")):
+        key = "raw/" + path.relative_to(FIXTURES / "update").as_posix()
+        s3.upload_file(str(path), BUCKET, key)
+        keys.append(key)
+    uris = {f"s3://{BUCKET}/{k}" for k in keys}
+
+    def running() -> Any:
+        return next((c for c in chunks(ddb) if set(c["file_paths"]) == uris and c["status"] == "processing"
+                     and "worker_heartbeat_at" in c), None)  # fmt: skip
+
+    chunk = wait_for(running, 900, "the update batch's Spark job to start", stack)
+    time.sleep(5)  # inside the job
+    t_kill = time.monotonic()
+    for service in ("spark-runner", "controller"):
+        subprocess.run([docker, "kill", container(stack, service)], check=True, capture_output=True, timeout=60)
+    time.sleep(3)
+    for service in ("spark-runner", "controller"):
+        subprocess.run([docker, "start", container(stack, service)], check=True, capture_output=True, timeout=60)
+
+    def done() -> Any:
+        c = next(c for c in chunks(ddb) if c["batch_id"] == chunk["batch_id"])
+        assert c["status"] != "failed", c
+        return c if c["status"] == "done" else None
+
+    final = wait_for(done, 1200, "the killed batch to finish", stack)
+    record_metric("kill_to_done_seconds", round(time.monotonic() - t_kill, 1))
+    assert int(final.get("auto_reruns", 0)) >= 1  # it finished through the watchdog's re-run
+    events = [e for e in scan(ddb, "cartflow-events") if e["s3_path"] in uris]
+    assert sorted(e["s3_path"] for e in events) == sorted(uris)  # each file once, none lost
+    archived = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"processed/{final['batch_id']}/").get("Contents", [])}
+    assert archived == {f"processed/{final['batch_id']}/{k[4:]}" for k in keys}
+    assert_kpis_equal_oracle(scan(ddb, ORDER_KPIS), scan(ddb, CATEGORY_KPIS),
+                             [batch_from_dir(FIXTURES / "valid"), batch_from_dir(FIXTURES / "update")])
+
+
 def test_a_batch_over_the_quarantine_threshold_fails_and_sends_a_failure_notice(stack: dict[str, Any], aws: dict[str, Any]) -> None:
     sqs, sns, s3 = aws["sqs"], aws["sns"], aws["s3"]
     url = sqs.create_queue(QueueName="e2e-failure-notices")["QueueUrl"]
