@@ -1,4 +1,4 @@
-"""cartflow benchmark: the Spark jobs against the DuckDB oracle on the same seeded input.
+"""cartflow benchmark: the Spark jobs against DuckDB and polars on the same seeded input.
 
 Run ``python -m bench --help`` (from the repo root, with the project venv); see bench/README.md.
 """

@@ -35,6 +35,9 @@ except ImportError:  # pragma: no cover - minimal installs
 from cartflow.deploy.ship import register as _register_deploy  # noqa: E402  `cartflow deploy`, docs/deploy.md
 
 _register_deploy(app)
+from cartflow.cli_bench import bench as _bench  # noqa: E402  `cartflow bench`, docs/benchmarks.md
+
+app.command("bench")(_bench)
 console = Console()
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
