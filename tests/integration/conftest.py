@@ -1,6 +1,7 @@
-"""One Spark session (local[2], real Delta) for every in-process job test of the session.
+"""One Spark session (local[2], real Delta) per test module for the in-process job tests.
 
-Starting a JVM with Delta takes ~15 s on two cores; the job and corpus tests share it.
+Module scope, not session: Hadoop/S3A settings are fixed when the JVM starts, and other
+modules (test_spark_s3a_delta) need a session built with their own endpoint.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from cartflow.config import Settings
 from tests.timings import TIMINGS
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def spark(base_settings: Settings) -> Iterator[Any]:
     pytest.importorskip("pyspark")
     from cartflow.jobs.session import build_spark
