@@ -123,18 +123,6 @@ class BatchTable:
             ExpressionAttributeValues=values(b=batch_id),
         )
 
-    def claim(self, chunk: Chunk, processing_date: str) -> bool:
-        """pending -> processing (before the execution starts, so nobody else starts it)."""
-        return self._conditional(
-            Key=chunk.key,
-            UpdateExpression="SET #s = :p, processing_started_at = :t, processing_date = :d",
-            ConditionExpression="#s = :pending",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues=values(
-                p=BatchStatus.PROCESSING.value, pending=BatchStatus.PENDING.value, t=self.deps.now_ms(), d=processing_date
-            ),
-        )
-
     def lock_and_claim(self, chunk: Chunk, processing_date: str) -> bool:
         """Take the in-flight lock for the chunk and claim it (pending -> processing) atomically.
 

@@ -80,35 +80,7 @@ SPARK_TYPES: dict[str, T.DataType] = {
 _SQL_TYPES = {"int": "int", "long": "bigint", "double": "double", "date": "date", "timestamp": "timestamp"}
 
 
-# ----------------------------------------------------------------------------- schemas
-
-
-def validated_schema(contract: Contract) -> T.StructType:
-    """Schema of ``validated/<dataset>``: typed contract columns + lineage columns."""
-    fields = [T.StructField(c.name, SPARK_TYPES[c.type]) for c in contract.columns]
-    return T.StructType(fields + _lineage_fields())
-
-
-def quarantine_schema(contract: Contract) -> T.StructType:
-    error = T.StructType([T.StructField(n, T.StringType()) for n in ("rule", "column", "value")])
-    fields = [T.StructField(c.name, T.StringType()) for c in contract.columns]
-    fields += [
-        T.StructField(RAW_RECORD, T.StringType()),
-        T.StructField(ERRORS, T.ArrayType(error, containsNull=False)),
-        T.StructField(REASONS, T.ArrayType(T.StringType(), containsNull=False)),
-        T.StructField(REASON, T.StringType()),
-        T.StructField(RECORD_NUMBER, T.LongType()),
-        T.StructField(LINE_NUMBER, T.LongType()),
-    ]
-    return T.StructType(fields + _lineage_fields())
-
-
-def _lineage_fields() -> list[T.StructField]:
-    return [
-        T.StructField(BATCH_ID, T.StringType()),
-        T.StructField(PROCESSING_DATE, T.DateType()),
-        T.StructField(SOURCE_FILE, T.StringType()),
-    ]
+# ----------------------------------------------------------------------------- locations
 
 
 def dataset_uri(warehouse: str, prefix: str, dataset: str) -> str:
