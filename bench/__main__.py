@@ -97,10 +97,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--shuffle-partitions", type=int, default=None, help="default: cartflow Settings default")
     ap.add_argument("--driver-memory", default="auto", help="Spark driver heap; 'auto' = 2g up to 1M rows, 4g up to 3M, 8g above")
     ap.add_argument("--event-log", action="store_true", help="write Spark's event log to the workdir and print where Spark's time went")
-    ap.add_argument(
-        "--proposal", action="append", default=[], choices=["trim-once", "errors-lazy", "filecheck-fast"],
-        help="measure a proposed validate.py change, patched into the bench's Spark process only (docs/benchmarks.md)",
-    )
     ap.add_argument("--workdir", type=Path, default=None, help="default: a fresh temp dir, removed afterwards")
     ap.add_argument("--keep", action="store_true", help="keep the workdir (inputs, spark.log, event logs)")
     ap.add_argument("--json-dir", type=Path, default=DEFAULT_JSON_DIR, help="where the JSON results go (default .cache/bench)")
@@ -202,7 +198,6 @@ def render(meta: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
         out.append(
             f"spark {spark['version']} (delta {spark['delta_version']}) {spark['master']}, shuffle partitions "
             f"{spark['shuffle_partitions']}, driver memory {spark['driver_memory']}"
-            + (f", PROPOSED validate.py changes patched in: {', '.join(spark['proposals'])}" if spark.get("proposals") else "")
             + f"; session start {spark['session_s']:.1f} s, "
             f"warm-up batch ({WARMUP_ROWS:,} rows) {warm}; Spark jobs per run (validate+KPIs): {jobs}"
         )
@@ -308,7 +303,7 @@ def run_size(a: argparse.Namespace, rows: int, workdir: Path, shuffle: int) -> t
         print(f"[{label}] spark local[{a.cores}] x{a.repeat}, driver memory {driver_memory} (log: {log_path}) ...", file=sys.stderr, flush=True)
         results["spark"] = _in_process(
             run_spark, batch_files, a.repeat, str(workdir), f"local[{a.cores}]", shuffle, driver_memory, str(log_path),
-            warmup, event_dir, tuple(a.proposal),
+            warmup, event_dir,
         )  # fmt: skip
         if event_dir:
             from bench.profile import summarize_event_logs
@@ -331,7 +326,7 @@ def run_size(a: argparse.Namespace, rows: int, workdir: Path, shuffle: int) -> t
 
     a.json_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    json_path = a.json_dir / f"{stamp}-{a.shape}-{label}{'-proposed' if a.proposal else ''}.json"
+    json_path = a.json_dir / f"{stamp}-{a.shape}-{label}.json"
     report = {"meta": meta, "results": results, "problems": problems, "notes": notes, "host": host_info()}
     json_path.write_text(json.dumps(_jsonable(report), indent=2, default=str))
 

@@ -246,7 +246,6 @@ def run_spark(
     log_path: str,
     warmup_files: dict[str, list[str]] | None = None,
     event_log_dir: str | None = None,
-    proposals: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Session start once, an optional warm-up batch, then ``repeat`` x (run_validation + run_transform).
 
@@ -266,7 +265,6 @@ def run_spark(
     from cartflow.jobs.validate import run_validation
     from cartflow.models import BatchInput
 
-    apply_proposals(proposals)
     # No aws_endpoint_url: file:// warehouse and inputs, no S3 client, no credentials needed.
     # No quarantine threshold: generated bad rows must never fail the batch.
     settings = Settings(
@@ -366,80 +364,7 @@ def run_spark(
         "load1": (load_before, load1()),
         "jvm_hwm_kb": jvm_hwm,
         "python_hwm_kb": python_hwm,
-        "proposals": list(proposals),
     }
-
-
-PROPOSALS = ("trim-once", "errors-lazy", "filecheck-fast")
-
-
-def apply_proposals(proposals: tuple[str, ...]) -> None:
-    """Measure proposed validate.py changes WITHOUT editing it: patched in this process only.
-
-    ``trim-once``: trim every raw value once, in its own projection, with ``btrim`` instead
-    of one ``regexp_replace`` per rule that reads the value (the rules then read the trimmed
-    column). Approximation for timing: the quarantine table then stores trimmed raw values.
-    ``errors-lazy``: OR the rule conditions into one flag and build the errors array only for
-    rows where it is true (1 % of rows here) instead of an array of ~30 conditional structs
-    for every row (check_rows' source, patched with two replacements, exec'd in place).
-    ``filecheck-fast``: the byte-level fast path of bench/filecheck_fast.py for the file checks.
-    """
-    unknown = set(proposals) - set(PROPOSALS)
-    if unknown:
-        raise ValueError(f"unknown proposal(s): {sorted(unknown)}")
-    from pyspark.sql import functions as F
-
-    import cartflow.jobs.validate as V
-
-    if "trim-once" in proposals:
-        original_read_raw = V.read_raw
-
-        def read_raw(spark: Any, contract: Any, files: Any) -> Any:
-            frame = original_read_raw(spark, contract, files)
-            names = set(contract.column_names)
-            return frame.select(
-                *[F.expr(f"nullif(btrim(`{c}`, ' \t'), '')").alias(c) if c in names else F.col(c) for c in frame.columns]
-            )
-
-        V.read_raw = read_raw
-        V._trimmed = lambda name: F.col(f"{V._RAW}.{name}")
-    if "errors-lazy" in proposals:
-        import inspect
-        import textwrap
-
-        source = textwrap.dedent(inspect.getsource(V.check_rows))
-        patched = source.replace(
-            "    errors = F.array_compact(",
-            "    any_failed = F.lit(False)\n"
-            "    for r in checks:\n"
-            "        any_failed = any_failed | F.coalesce(r.failed, F.lit(False))\n"
-            "    errors = F.array_compact(",
-        ).replace(
-            "F.when(malformed, malformed_error).otherwise(errors)",
-            "F.when(malformed, malformed_error).when(any_failed, errors).otherwise(F.array_compact(F.array("
-            "F.lit(None).cast('struct<rule:string,column:string,value:string,message:string,label:string>'))))",
-        )
-        if patched.count("any_failed") != 4:
-            raise RuntimeError("errors-lazy: check_rows changed; the proposal patch no longer applies")
-        namespace = dict(vars(V))
-        exec(compile(patched, V.__file__, "exec"), namespace)  # noqa: S102 - bench-only measurement
-        V.check_rows = namespace["check_rows"]
-    if "filecheck-fast" in proposals:
-        from bench.filecheck_fast import inspect_file_fast
-
-        def inspect_batch(storage: Any, contracts: Any, batch: Any) -> list[Any]:
-            sources = []
-            for data_type in V.DataType:
-                contract = contracts[data_type.value]
-                for uri in batch.paths(data_type):
-                    try:
-                        inspection = inspect_file_fast(lambda uri=uri: storage.iter_bytes(uri), contract)
-                    except FileNotFoundError:
-                        inspection = V.FileInspection(size=0, sha256="", reason=V.MISSING_FILE)
-                    sources.append(V.SourceFile(uri=uri, dataset=contract.dataset, inspection=inspection))
-            return sources
-
-        V.inspect_batch = inspect_batch
 
 
 def _dist_version(name: str) -> str | None:

@@ -43,7 +43,7 @@ def table(report: dict[str, Any]) -> str:
         if not res:
             continue
         total = _total(res)
-        label = LABELS[name] + (" + proposals" if res.get("proposals") else "")
+        label = LABELS[name]
         cpu = res.get("cpu_s_per_run")
         out.append(
             f"| {label} | {_stage(res, 'validate'):.2f} | {_stage(res, 'kpis'):.2f} | {total:.2f} | "
@@ -57,7 +57,6 @@ def table(report: dict[str, Any]) -> str:
             f"Spark: session start {spark['session_s']:.1f} s, warm-up batch {spark.get('warmup_s') or 0:.1f} s, "
             f"driver memory {spark['driver_memory']}, shuffle partitions {spark['shuffle_partitions']}, Spark jobs "
             + ", ".join(f"{r['validate_jobs']}+{r['kpis_jobs']}" for r in spark["runs"])
-            + (f"; proposals patched in: {', '.join(spark['proposals'])}" if spark.get("proposals") else "")
         )
     return "\n".join(out)
 
