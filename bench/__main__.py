@@ -197,7 +197,7 @@ def render(meta: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
         jobs = ", ".join(f"{r['validate_jobs']}+{r['kpis_jobs']}" for r in spark["runs"])
         out.append(
             f"spark {spark['version']} (delta {spark['delta_version']}) {spark['master']}, shuffle partitions "
-            f"{spark['shuffle_partitions']}, driver memory {spark['driver_memory']}"
+            f"<= {spark['shuffle_partitions']} (fitted per job), driver memory {spark['driver_memory']}"
             + f"; session start {spark['session_s']:.1f} s, "
             f"warm-up batch ({WARMUP_ROWS:,} rows) {warm}; Spark jobs per run (validate+KPIs): {jobs}"
         )

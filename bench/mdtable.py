@@ -55,7 +55,7 @@ def table(report: dict[str, Any]) -> str:
         out.append("")
         out.append(
             f"Spark: session start {spark['session_s']:.1f} s, warm-up batch {spark.get('warmup_s') or 0:.1f} s, "
-            f"driver memory {spark['driver_memory']}, shuffle partitions {spark['shuffle_partitions']}, Spark jobs "
+            f"driver memory {spark['driver_memory']}, shuffle partitions <= {spark['shuffle_partitions']} (fitted per job), Spark jobs "
             + ", ".join(f"{r['validate_jobs']}+{r['kpis_jobs']}" for r in spark["runs"])
         )
     return "\n".join(out)

@@ -10,11 +10,12 @@ process: Spark reuses the running JVM for later ``getOrCreate`` calls.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import boto3
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from cartflow.config import Settings
 
@@ -155,6 +156,29 @@ def build_spark(settings: Settings, app_name: str = "cartflow", extra_conf: dict
     for key, value in s3a_credentials(settings).items():
         hadoop_conf.set(key, value)
     return spark
+
+
+# Input bytes one shuffle partition should carry: CSV text, or Parquet at ~1/4 of its size.
+SHUFFLE_CSV_BYTES = 32 << 20
+SHUFFLE_PARQUET_BYTES = 8 << 20
+
+
+def fit_shuffle_partitions(spark: SparkSession, settings: Settings, input_bytes: int, per_partition: int) -> int:
+    """Set the shuffle partitions for the next job from its input size and return them.
+
+    ``settings.spark_shuffle_partitions`` is the ceiling; a small batch gets fewer (whole
+    multiples of the cores), since every partition of every shuffle is a task to schedule.
+    """
+    cores = max(1, spark.sparkContext.defaultParallelism)
+    wanted = max(1, math.ceil(input_bytes / per_partition))
+    partitions = min(settings.spark_shuffle_partitions, math.ceil(wanted / cores) * cores)
+    spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
+    return partitions
+
+
+def estimated_bytes(frame: DataFrame) -> int:
+    """The optimizer's size estimate of ``frame`` (for a Delta table: its files' total size)."""
+    return int(str(frame._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()))  # a Scala BigInt
 
 
 def to_spark_uri(uri: str) -> str:

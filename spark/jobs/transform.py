@@ -24,6 +24,7 @@ from pyspark.sql import types as T
 from cartflow.aws import AwsClients
 from cartflow.config import Settings
 from cartflow.jobs import kpis
+from cartflow.jobs.session import SHUFFLE_PARQUET_BYTES, estimated_bytes, fit_shuffle_partitions
 from cartflow.jobs.storage import Storage, join_uri
 from cartflow.jobs.validate import dataset_uri, default_warehouse, read_delta_if_exists, require_utc, to_spark_uri
 from cartflow.models import KPIS_PREFIX, VALIDATED_PREFIX, VALIDATION_OUTPUT_PREFIX, BatchInput, TransformResult
@@ -275,7 +276,12 @@ def run_transform(
     storage = storage or Storage(settings)
     require_utc(spark)
 
-    rows = compute_kpi_rows(spark, load_validated(spark, warehouse), batch.batch_id)
+    validated = load_validated(spark, warehouse)
+    tables = (validated.orders, validated.order_items, validated.products, validated.order_lines)
+    fit_shuffle_partitions(
+        spark, settings, sum(estimated_bytes(t) for t in tables if t is not None), SHUFFLE_PARQUET_BYTES
+    )
+    rows = compute_kpi_rows(spark, validated, batch.batch_id)
     # The DynamoDB writes (network I/O) overlap the Delta copies (Spark jobs); both are
     # idempotent per touched date, so a retry after a failure of either redoes both.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpi-sink") as pool:

@@ -33,6 +33,7 @@ from cartflow.jobs import rules
 from cartflow.jobs.contracts import Column, Contract, dependency_order, load_contracts
 from cartflow.jobs.filecheck import FileInspection, inspect_file
 from cartflow.jobs.rowcheck import duplicate_file_reason
+from cartflow.jobs.session import SHUFFLE_CSV_BYTES, fit_shuffle_partitions
 from cartflow.jobs.storage import Storage, as_s3_uri, join_uri
 from cartflow.models import (
     FILE_REGISTRY_PREFIX,
@@ -601,6 +602,12 @@ def run_validation(
         shape=batch_shape(batch),
         max_quarantined_share=settings.max_quarantined_share,
         result_uri=as_s3_uri(result_uri),
+    )
+    fit_shuffle_partitions(
+        spark,
+        settings,
+        sum(s.inspection.size for files in structure.accepted.values() for s in files),
+        SHUFFLE_CSV_BYTES,
     )
     checked: dict[str, DataFrame] = {}
     try:
