@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     # --- Spark ---------------------------------------------------------------------
     spark_master: str = "local[*]"
     spark_driver_memory: str = "1g"
+    # A ceiling: each job fits its shuffle partitions to its input (session.fit_shuffle_partitions).
     spark_shuffle_partitions: int = Field(default=4, ge=1)
     # Off for per-batch sized inputs (see spark/jobs/session.py); turn on for large backfills.
     spark_adaptive_execution: bool = False
