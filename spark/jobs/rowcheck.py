@@ -69,7 +69,8 @@ def check_files(
 ) -> list[FileReport]:
     """``files``: (dataset, path) pairs checked as one batch; reports in the given order."""
     reports = [
-        FileReport(str(path), dataset, inspect_file(lambda path=path: read_chunks(path), contracts[dataset])) for dataset, path in files
+        FileReport(str(path), dataset, inspect_file(lambda path=path: read_chunks(path), contracts[dataset]))
+        for dataset, path in files
     ]
     for report in reports:
         report.reason = report.inspection.reason

@@ -24,9 +24,9 @@ from pyspark.sql import types as T
 from cartflow.aws import AwsClients
 from cartflow.config import Settings
 from cartflow.jobs import kpis
-from cartflow.jobs.session import SHUFFLE_PARQUET_BYTES, estimated_bytes, fit_shuffle_partitions
+from cartflow.jobs.session import SHUFFLE_PARQUET_BYTES, estimated_bytes, fit_shuffle_partitions, to_spark_uri
 from cartflow.jobs.storage import Storage, join_uri
-from cartflow.jobs.validate import dataset_uri, default_warehouse, read_delta_if_exists, require_utc, to_spark_uri
+from cartflow.jobs.validate import dataset_uri, default_warehouse, read_delta_if_exists, require_utc
 from cartflow.models import KPIS_PREFIX, VALIDATED_PREFIX, VALIDATION_OUTPUT_PREFIX, BatchInput, TransformResult
 
 log = logging.getLogger(__name__)

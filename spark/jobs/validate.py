@@ -33,7 +33,7 @@ from cartflow.jobs import rules
 from cartflow.jobs.contracts import Column, Contract, dependency_order, load_contracts
 from cartflow.jobs.filecheck import FileInspection, inspect_file
 from cartflow.jobs.rowcheck import duplicate_file_reason
-from cartflow.jobs.session import SHUFFLE_CSV_BYTES, fit_shuffle_partitions
+from cartflow.jobs.session import SHUFFLE_CSV_BYTES, fit_shuffle_partitions, to_spark_uri
 from cartflow.jobs.storage import Storage, as_s3_uri, join_uri
 from cartflow.models import (
     FILE_REGISTRY_PREFIX,
@@ -97,13 +97,6 @@ def require_utc(spark: SparkSession) -> None:
     if spark.conf.get("spark.sql.session.timeZone") != "UTC":
         log.warning("spark.sql.session.timeZone was not UTC; setting it for this job")
         spark.conf.set("spark.sql.session.timeZone", "UTC")
-
-
-def to_spark_uri(uri: str) -> str:
-    # Imported lazily: session.py is the one owner of the s3:// -> s3a:// rule.
-    from cartflow.jobs.session import to_spark_uri as convert
-
-    return convert(uri)
 
 
 # ----------------------------------------------------------------------------- files
