@@ -158,11 +158,12 @@ def compare(reference: dict[str, Any], other: dict[str, Any], names: tuple[str, 
 # ----------------------------------------------------------------------------- report
 
 
-def _total(res: dict[str, Any]) -> float:
+def total_s(res: dict[str, Any]) -> float:
+    """Median validate + KPIs seconds of an engine's runs."""
     return statistics.median(r["validate"] + r["kpis"] for r in res["runs"])
 
 
-def _stage(res: dict[str, Any], stage: str) -> float:
+def stage_s(res: dict[str, Any], stage: str) -> float:
     return statistics.median(r[stage] for r in res["runs"])
 
 
@@ -202,25 +203,25 @@ def render(meta: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
             f"warm-up batch ({WARMUP_ROWS:,} rows) {warm}; Spark jobs per run (validate+KPIs): {jobs}"
         )
     ref = results.get("duckdb")
-    ref_s = _total(ref) if ref else None
+    ref_s = total_s(ref) if ref else None
     header = f"{'engine':<16}{'validate s':>11}{'KPIs s':>9}{'total s':>9}{'rows/s':>10}{'peak RSS':>11}{'CPU s':>8}{'vs DuckDB':>11}"
     out += [header, "-" * len(header)]
     for name in ("duckdb", "polars", "oracle", "spark"):
         res = results.get(name)
         if not res:
             continue
-        total = _total(res)
+        total = total_s(res)
         cpu = res.get("cpu_s_per_run")
         ratio = f"{total / ref_s:.2f}x" if ref_s else "-"
         label = {"spark": "cartflow/Spark", "oracle": "duckdb oracle"}.get(name, name)
         out.append(
-            f"{label:<16}{_stage(res, 'validate'):>11.2f}{_stage(res, 'kpis'):>9.2f}{total:>9.2f}{_rate(rows, total):>10}"
+            f"{label:<16}{stage_s(res, 'validate'):>11.2f}{stage_s(res, 'kpis'):>9.2f}{total:>9.2f}{_rate(rows, total):>10}"
             f"{_mb(peak_kb(res)):>11}{'-' if cpu is None else f'{cpu:.1f}':>8}{ratio:>11}"
         )
     if spark:
         out.append(
             f"  spark peak RSS = python driver {_mb(spark['python_hwm_kb'])} + JVM {_mb(spark['jvm_hwm_kb'])}; "
-            f"a fresh job process would add the session start: {_total(spark) + spark['session_s']:.1f} s"
+            f"a fresh job process would add the session start: {total_s(spark) + spark['session_s']:.1f} s"
         )
     loads = ", ".join(f"{n} {r['load1'][0]:.1f}->{r['load1'][1]:.1f}" for n, r in results.items())
     busy = any(max(r["load1"]) > meta["host_cpus"] for r in results.values())
@@ -330,7 +331,7 @@ def run_size(a: argparse.Namespace, rows: int, workdir: Path, shuffle: int) -> t
     report = {"meta": meta, "results": results, "problems": problems, "notes": notes, "host": host_info()}
     json_path.write_text(json.dumps(_jsonable(report), indent=2, default=str))
 
-    summary = {"rows": rows, **{f"{n}_s": _total(r) for n, r in results.items()}}
+    summary = {"rows": rows, **{f"{n}_s": total_s(r) for n, r in results.items()}}
     if "spark" in results:
         summary["spark_peak_kb"] = peak_kb(results["spark"])
     if problems:

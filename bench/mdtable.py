@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
+from bench.__main__ import peak_kb, stage_s, total_s
+
 LABELS = {"duckdb": "DuckDB", "polars": "polars", "oracle": "DuckDB test oracle", "spark": "cartflow (Spark)"}
-
-
-def _total(res: dict[str, Any]) -> float:
-    return statistics.median(r["validate"] + r["kpis"] for r in res["runs"])
-
-
-def _stage(res: dict[str, Any], stage: str) -> float:
-    return statistics.median(r[stage] for r in res["runs"])
-
-
-def _peak_mb(res: dict[str, Any]) -> float:
-    kb = res.get("python_hwm_kb") or 0
-    if res.get("engine") == "spark":
-        kb += res.get("jvm_hwm_kb") or 0
-    return kb / 1024
 
 
 def table(report: dict[str, Any]) -> str:
     meta, results = report["meta"], report["results"]
     rows = meta["input_rows"]
-    ref = _total(results["duckdb"]) if "duckdb" in results else None
+    ref = total_s(results["duckdb"]) if "duckdb" in results else None
     out = [
         f"**{rows:,} {meta['shape']} rows** ({meta['input_mb']:.0f} MB CSV; {meta['started']}; "
         + ", ".join(f"{LABELS.get(n, n)} load {r['load1'][0]:.1f}→{r['load1'][1]:.1f}" for n, r in results.items())
@@ -42,12 +28,12 @@ def table(report: dict[str, Any]) -> str:
         res = results.get(name)
         if not res:
             continue
-        total = _total(res)
+        total = total_s(res)
         label = LABELS[name]
         cpu = res.get("cpu_s_per_run")
         out.append(
-            f"| {label} | {_stage(res, 'validate'):.2f} | {_stage(res, 'kpis'):.2f} | {total:.2f} | "
-            f"{rows / total:,.0f} | {_peak_mb(res):,.0f} | {'-' if cpu is None else f'{cpu:.1f}'} | "
+            f"| {label} | {stage_s(res, 'validate'):.2f} | {stage_s(res, 'kpis'):.2f} | {total:.2f} | "
+            f"{rows / total:,.0f} | {(peak_kb(res) or 0) / 1024:,.0f} | {'-' if cpu is None else f'{cpu:.1f}'} | "
             f"{'-' if not ref else f'{total / ref:.1f}x'} |"
         )
     spark = results.get("spark")
