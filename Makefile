@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: install jars demo up test test-unit test-integration test-e2e bench bench-e2e deploy clean
+.PHONY: install jars lint fmt demo up test test-unit test-integration test-e2e bench bench-e2e deploy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,16 @@ install: $(STAMP)
 
 jars: $(STAMP)  ## pinned Spark jars (Delta, hadoop-aws, AWS SDK) from Maven Central, once
 	$(PY) spark/fetch_jars.py
+
+lint: install  ## ruff (lint + format check), mypy, import contracts (pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+fmt: install  ## apply the formatter and the safe lint fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 demo: install jars  ## whole loop locally: emulator + functions + Spark, fixtures in, KPIs out, all stopped
 	$(PY) -m cartflow demo

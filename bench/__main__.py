@@ -1,7 +1,7 @@
 """python -m bench [--sizes 100k,1M,2M] [--shape order_lines|tables] [--engines spark,duckdb,polars] ...
 
 For every size, one run:
-1. generate a seeded raw batch of N rows with cartflow.fixturegen (timed, not compared);
+1. generate a seeded raw batch of N rows with cartflow.local.fixturegen (timed, not compared);
 2. DuckDB (bench/engine_duckdb.py) and polars (bench/engine_polars.py): the contract rules
    and docs/kpis.md, each implemented independently of cartflow's Spark code;
 3. cartflow: run_validation + run_transform on local[2] (Delta writes included) with a warm
@@ -22,19 +22,18 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
-import re
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from bench.common import host_info, parse_size, size_label
 from bench.engines import ENGINES, run_spark
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,25 +52,6 @@ TOLERANCE = {
 }  # every other attribute is a count: exact
 
 
-def parse_size(text: str) -> int:
-    """'100k' -> 100000, '2M' -> 2000000, '250000' -> 250000."""
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmM]?)\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 100k, 1M, 2M, 10M)")
-    n = float(m.group(1)) * {"": 1, "k": 1_000, "m": 1_000_000}[m.group(2).lower()]
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"size must be >= 1: {text!r}")
-    return int(n)
-
-
-def size_label(rows: int) -> str:
-    if rows % 1_000_000 == 0:
-        return f"{rows // 1_000_000}M"
-    if rows % 1_000 == 0:
-        return f"{rows // 1_000}k"
-    return str(rows)
-
-
 def auto_driver_memory(rows: int) -> str:
     """Heap for local[N]: the driver is the executor, and validation caches the checked rows."""
     if rows <= 1_000_000:
@@ -83,12 +63,20 @@ def auto_driver_memory(rows: int) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default=DEFAULT_SIZES, help=f"comma-separated row counts, e.g. 100k,1M,2M,10M (default {DEFAULT_SIZES}; 10M is opt-in)")
+    ap.add_argument(
+        "--sizes",
+        default=DEFAULT_SIZES,
+        help=f"comma-separated row counts, e.g. 100k,1M,2M,10M (default {DEFAULT_SIZES}; 10M is opt-in)",
+    )
     ap.add_argument("--rows", type=int, default=None, help="one size in rows (overrides --sizes)")
     ap.add_argument("--shape", choices=["order_lines", "tables"], default="order_lines")
-    ap.add_argument("--engines", default="spark,duckdb,polars", help="comma-separated: spark, duckdb, polars, oracle (the slower test oracle)")
+    ap.add_argument(
+        "--engines", default="spark,duckdb,polars", help="comma-separated: spark, duckdb, polars, oracle (the slower test oracle)"
+    )
     ap.add_argument("--repeat", type=int, default=1, help="timed runs per engine and size (median reported); default 1")
-    ap.add_argument("--no-warmup", action="store_true", help=f"no {WARMUP_ROWS:,}-row warm-up batch in the Spark process before timing")
+    ap.add_argument(
+        "--no-warmup", action="store_true", help=f"no {WARMUP_ROWS:,}-row warm-up batch in the Spark process before timing"
+    )
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--days", type=int, default=3, help="order dates spanned by the data (fixturegen default 3)")
     ap.add_argument("--files", type=int, default=1, help="CSV parts per dataset")
@@ -96,7 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cores", type=int, default=2, help="Spark local[N], DuckDB and polars threads; default 2")
     ap.add_argument("--shuffle-partitions", type=int, default=None, help="default: cartflow Settings default")
     ap.add_argument("--driver-memory", default="auto", help="Spark driver heap; 'auto' = 2g up to 1M rows, 4g up to 3M, 8g above")
-    ap.add_argument("--event-log", action="store_true", help="write Spark's event log to the workdir and print where Spark's time went")
+    ap.add_argument(
+        "--event-log", action="store_true", help="write Spark's event log to the workdir and print where Spark's time went"
+    )
     ap.add_argument("--workdir", type=Path, default=None, help="default: a fresh temp dir, removed afterwards")
     ap.add_argument("--keep", action="store_true", help="keep the workdir (inputs, spark.log, event logs)")
     ap.add_argument("--json-dir", type=Path, default=DEFAULT_JSON_DIR, help="where the JSON results go (default .cache/bench)")
@@ -115,7 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ----------------------------------------------------------------------------- agreement
 
 
-def compare(reference: dict[str, Any], other: dict[str, Any], names: tuple[str, str] = ("duckdb", "spark")) -> tuple[list[str], list[str]]:
+def compare(
+    reference: dict[str, Any], other: dict[str, Any], names: tuple[str, str] = ("duckdb", "spark")
+) -> tuple[list[str], list[str]]:
     """(problems, notes): problems invalidate the run; notes are in-tolerance rounding differences."""
     ref_name, name = names
     problems: list[str] = []
@@ -204,7 +196,9 @@ def render(meta: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
         )
     ref = results.get("duckdb")
     ref_s = total_s(ref) if ref else None
-    header = f"{'engine':<16}{'validate s':>11}{'KPIs s':>9}{'total s':>9}{'rows/s':>10}{'peak RSS':>11}{'CPU s':>8}{'vs DuckDB':>11}"
+    header = (
+        f"{'engine':<16}{'validate s':>11}{'KPIs s':>9}{'total s':>9}{'rows/s':>10}{'peak RSS':>11}{'CPU s':>8}{'vs DuckDB':>11}"
+    )
     out += [header, "-" * len(header)]
     for name in ("duckdb", "polars", "oracle", "spark"):
         res = results.get(name)
@@ -233,6 +227,7 @@ def render_summary(summaries: list[dict[str, Any]]) -> str:
     header = f"{'size':>6}{'rows':>12}{'duckdb s':>10}{'polars s':>10}{'spark s':>10}{'spark/duckdb':>14}{'spark s per 1M rows':>21}{'spark peak RSS':>16}"
     out = ["", "== summary (median wall s, validate + KPIs; Spark warm)", header, "-" * len(header)]
     for s in summaries:
+
         def f(x: float | None, fmt: str = "{:.2f}") -> str:
             return "-" if x is None else fmt.format(x)
 
@@ -264,7 +259,7 @@ def _in_process(fn: Any, *args: Any) -> Any:
 
 
 def _generate(a: argparse.Namespace, rows: int, out: Path) -> tuple[dict[str, list[str]], float]:
-    from cartflow.fixturegen import generate
+    from cartflow.local.fixturegen import generate
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
@@ -285,7 +280,7 @@ def run_size(a: argparse.Namespace, rows: int, workdir: Path, shuffle: int) -> t
         "input_mb": sum(p.stat().st_size for p in all_files) / 1e6,
         # Data lines (a quoted field holding a newline would count twice; fixturegen writes none).
         "input_rows": sum(p.read_bytes().count(b"\n") - 1 for p in all_files),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }  # fmt: skip
 
     results: dict[str, dict[str, Any]] = {}
@@ -301,7 +296,11 @@ def run_size(a: argparse.Namespace, rows: int, workdir: Path, shuffle: int) -> t
         log_path = workdir / f"spark-{label}.log"
         driver_memory = auto_driver_memory(rows) if a.driver_memory == "auto" else a.driver_memory
         event_dir = str(workdir / f"eventlog-{label}") if a.event_log else None
-        print(f"[{label}] spark local[{a.cores}] x{a.repeat}, driver memory {driver_memory} (log: {log_path}) ...", file=sys.stderr, flush=True)
+        print(
+            f"[{label}] spark local[{a.cores}] x{a.repeat}, driver memory {driver_memory} (log: {log_path}) ...",
+            file=sys.stderr,
+            flush=True,
+        )
         results["spark"] = _in_process(
             run_spark, batch_files, a.repeat, str(workdir), f"local[{a.cores}]", shuffle, driver_memory, str(log_path),
             warmup, event_dir,
@@ -326,7 +325,7 @@ def run_size(a: argparse.Namespace, rows: int, workdir: Path, shuffle: int) -> t
             problems.append(f"spark read {spark_inputs} input rows, the files hold {meta['input_rows']}")
 
     a.json_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     json_path = a.json_dir / f"{stamp}-{a.shape}-{label}.json"
     report = {"meta": meta, "results": results, "problems": problems, "notes": notes, "host": host_info()}
     json_path.write_text(json.dumps(_jsonable(report), indent=2, default=str))
@@ -358,26 +357,13 @@ def run_size(a: argparse.Namespace, rows: int, workdir: Path, shuffle: int) -> t
     return 0, summary
 
 
-def host_info() -> dict[str, Any]:
-    model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-        mem_kb = next(int(l.split()[1]) for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal"))
-    except (OSError, StopIteration):
-        mem_kb = None
-    return {"nproc": os.cpu_count(), "cpu_model": model, "mem_total_kb": mem_kb, "python": platform.python_version()}
-
-
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     if a.e2e:
         from bench.e2e import main as e2e_main
 
         return e2e_main([])
-    from cartflow.config import Settings
+    from cartflow.core.config import Settings
 
     shuffle = a.shuffle_partitions or Settings().spark_shuffle_partitions
     owned = a.workdir is None

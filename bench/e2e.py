@@ -23,10 +23,11 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.common import host_info, parse_size, size_label
 from bench.engines import cpu_seconds, descendant_pids, proc_status_kb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,9 +127,11 @@ def job_times(log_path: Path, since: float) -> list[dict[str, Any]]:
     return out
 
 
-def measure_batch(deps: Any, stack: Any, folder: Path, expected_files: int, a: argparse.Namespace, label: str, settings: Any) -> dict[str, Any]:
+def measure_batch(
+    deps: Any, stack: Any, folder: Path, expected_files: int, a: argparse.Namespace, label: str, settings: Any
+) -> dict[str, Any]:
     """Upload ``folder``; seconds from the last upload to a new batch whose KPIs are queryable."""
-    from cartflow.views import batches, is_settled, order_kpis, upload_dir
+    from cartflow.ops.views import batches, is_settled, order_kpis, upload_dir
 
     before = {c.batch_id for c in batches(deps)}
     upload_started = time.monotonic()
@@ -170,12 +173,11 @@ def measure_batch(deps: Any, stack: Any, folder: Path, expected_files: int, a: a
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    from bench.__main__ import host_info, parse_size, size_label
-    from cartflow.config import Settings
-    from cartflow.fixturegen import generate
+    from cartflow.core.config import Settings
+    from cartflow.core.deps import Deps
+    from cartflow.local.fixturegen import generate
     from cartflow.local.stack import EmbeddedStack
-    from cartflow.services.deps import Deps
-    from cartflow.views import batches, order_kpis
+    from cartflow.ops.views import batches, order_kpis
 
     rows = parse_size(a.rows)
     state = Path(tempfile.mkdtemp(prefix="cartflow-e2e-"))
@@ -224,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label}: uploading {len(files_here)} file(s) ...", file=sys.stderr, flush=True)
             report["batches_measured"].append(measure_batch(deps, stack, folder, uploaded, a, label, settings))
         first = report["batches_measured"][0]
-        report.update({k: first[k] for k in ("marks_s", "latency_s", "latency_minus_debounce_s", "busy_peak_rss_mb", "jobs", "upload_s")})
+        report.update(
+            {k: first[k] for k in ("marks_s", "latency_s", "latency_minus_debounce_s", "busy_peak_rss_mb", "jobs", "upload_s")}
+        )
         report["batches"] = [{"batch_id": c.batch_id, "status": c.status, "error": c.error} for c in batches(deps)]
         report["kpi_rows"] = len(order_kpis(deps))
     finally:
@@ -235,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"state kept: {state}", file=sys.stderr)
 
     a.json_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = a.json_dir / f"{stamp}-e2e-{a.shape}-{size_label(rows)}.json"
     path.write_text(json.dumps(report, indent=2, default=str))
     print(render(report))

@@ -40,8 +40,7 @@ def _typed(col: Any) -> str:
             return f"CASE WHEN regexp_full_match({v}, {_lit(km.DATE_RE[1:-1])}) THEN TRY_CAST({v} AS DATE) END"
         case "timestamp":
             return (
-                f"CASE WHEN regexp_full_match({v}, {_lit(km.TS_RE[1:-1])}) "
-                f"THEN timezone('UTC', TRY_CAST({v} AS TIMESTAMPTZ)) END"
+                f"CASE WHEN regexp_full_match({v}, {_lit(km.TS_RE[1:-1])}) THEN timezone('UTC', TRY_CAST({v} AS TIMESTAMPTZ)) END"
             )
         case "boolean":
             return f"CASE lower({v}) WHEN 'true' THEN TRUE WHEN 'false' THEN FALSE END"
@@ -116,8 +115,7 @@ class Engine:
             bad.append(f"({col} IS NOT NULL AND {col} NOT IN (SELECT {_q(ref.key)} FROM valid_{ref.dataset}))")
         out = ", ".join(f"{_q(c.name + '__t')} AS {_q(c.name)}" for c in contract.columns)
         self.con.execute(
-            f"CREATE TEMP TABLE chk_{ds} AS SELECT {out}, NOT ({' OR '.join(bad)}) AS ok "
-            f"FROM (SELECT *, {typed} FROM ({union}))"
+            f"CREATE TEMP TABLE chk_{ds} AS SELECT {out}, NOT ({' OR '.join(bad)}) AS ok FROM (SELECT *, {typed} FROM ({union}))"
         )
         self.con.execute(f"CREATE TEMP TABLE valid_{ds} AS SELECT * EXCLUDE (ok) FROM chk_{ds} WHERE ok")
         valid, checked = self.con.execute(f"SELECT count(*) FILTER (WHERE ok), count(*) FROM chk_{ds}").fetchone()

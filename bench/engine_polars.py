@@ -100,12 +100,21 @@ def read_raw(contract: Any, paths: list[Path]) -> pl.LazyFrame:
     for path in paths:
         header = _header(path)
         frame = pl.scan_csv(
-            path, has_header=True, schema={h: pl.String for h in header}, empty_string_is_null=False, quote_char='"',
+            path,
+            has_header=True,
+            schema=dict.fromkeys(header, pl.String),
+            empty_string_is_null=False,
+            quote_char='"',
             truncate_ragged_lines=True,
         )
         # The same file as raw lines: fields = commas outside quoted sections + 1.
         lines = pl.scan_csv(
-            path, has_header=False, skip_lines=1, schema={"_line": pl.String}, separator="\x1f", quote_char=None,
+            path,
+            has_header=False,
+            skip_lines=1,
+            schema={"_line": pl.String},
+            separator="\x1f",
+            quote_char=None,
             empty_string_is_null=False,
         )
         fields = pl.col("_line").str.replace_all(r'"([^"]|"")*"', "").str.count_matches(",") + 1

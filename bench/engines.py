@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -82,7 +81,7 @@ def find_jvm_pid(spark: Any) -> int | None:
         pid = int(spark._jvm.java.lang.ProcessHandle.current().pid())
         if proc_status_kb(pid, "VmHWM") is not None:
             return pid
-    except Exception:  # noqa: BLE001 - fall back to /proc
+    except Exception:
         pass
     for pid in descendant_pids(os.getpid()):
         try:
@@ -174,8 +173,7 @@ def run_oracle(batch_files: dict[str, list[str]], repeat: int, threads: int) -> 
     _set_threads(threads)
     import duckdb
 
-    sys.path.insert(0, str(REPO / "tests"))
-    import oracle  # tests/oracle.py: independent of cartflow.jobs by design
+    from tests import oracle  # independent of spark.jobs by design; bench runs from a checkout
 
     batch = {ds: [Path(p) for p in paths] for ds, paths in batch_files.items()}
 
@@ -259,11 +257,11 @@ def run_spark(
     import delta
     import pyspark
 
-    from cartflow.config import Settings
-    from cartflow.jobs.session import build_spark
-    from cartflow.jobs.transform import run_transform
-    from cartflow.jobs.validate import run_validation
-    from cartflow.models import BatchInput
+    from cartflow.core.config import Settings
+    from cartflow.core.models import BatchInput
+    from spark.jobs.session import build_spark
+    from spark.jobs.transform import run_transform
+    from spark.jobs.validate import run_validation
 
     # No aws_endpoint_url: file:// warehouse and inputs, no S3 client, no credentials needed.
     # No quarantine threshold: generated bad rows must never fail the batch.
@@ -292,7 +290,9 @@ def run_spark(
         warehouse = Path(workdir) / f"warehouse-{tag}"
         shutil.rmtree(warehouse, ignore_errors=True)
         paths = {f"{ds}_paths": [Path(p).resolve().as_uri() for p in fs] for ds, fs in files.items()}
-        batch = BatchInput(batch_id=f"bench-{tag}", group_key="bench", bucket=settings.bucket, processing_date="2025-07-08", **paths)
+        batch = BatchInput(
+            batch_id=f"bench-{tag}", group_key="bench", bucket=settings.bucket, processing_date="2025-07-08", **paths
+        )
         sink = MemorySink()
         sc.setJobGroup(f"bench-validate-{tag}", "bench: run_validation")
         t0 = time.perf_counter()

@@ -3,14 +3,13 @@
 Both the polars and the DuckDB engine aggregate money as exact integer cents (a validated
 price has at most 2 decimals, so ``round(price * 100)`` is exact) and hand the per-date /
 per-category aggregates to :func:`order_kpi_rows` / :func:`category_kpi_rows`, which round
-half-up after aggregation as docs/kpis.md says. Nothing here imports ``cartflow.jobs``:
+half-up after aggregation as docs/kpis.md says. Nothing here imports ``spark.jobs``:
 the contracts are read through tests/oracle.py's loader (the spec, not the job's code).
 """
 
 from __future__ import annotations
 
 import decimal
-import sys
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -35,8 +34,7 @@ DATASET_ORDER = ("orders", "products", "order_items", "order_lines")
 
 def load_contracts() -> dict[str, Any]:
     """The contract YAMLs as tests/oracle.py reads them (Contract/Column dataclasses)."""
-    sys.path.insert(0, str(REPO / "tests"))
-    import oracle
+    from tests import oracle  # bench runs from a checkout (python -m bench), like the tests
 
     return oracle.load_contracts()
 

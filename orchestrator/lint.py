@@ -19,16 +19,35 @@ _NEXT = {"Next", "End"}
 _RESULT = {"ResultPath", "ResultSelector", "Parameters"}
 _ERRORS = {"Retry", "Catch"}
 ALLOWED: dict[str, set[str]] = {
-    "Task": _IO | _NEXT | _RESULT | _ERRORS
+    "Task": _IO
+    | _NEXT
+    | _RESULT
+    | _ERRORS
     | {"Resource", "TimeoutSeconds", "TimeoutSecondsPath", "HeartbeatSeconds", "HeartbeatSecondsPath", "Credentials"},
     "Pass": _IO | _NEXT | {"Result", "ResultPath", "Parameters"},
     "Choice": _IO | {"Choices", "Default"},
     "Wait": _IO | _NEXT | {"Seconds", "Timestamp", "SecondsPath", "TimestampPath"},
     "Parallel": _IO | _NEXT | _RESULT | _ERRORS | {"Branches"},
-    "Map": _IO | _NEXT | _RESULT | _ERRORS
-    | {"ItemsPath", "ItemProcessor", "Iterator", "ItemSelector", "MaxConcurrency", "MaxConcurrencyPath",
-       "ItemReader", "ItemBatcher", "ResultWriter", "ToleratedFailureCount", "ToleratedFailurePercentage",
-       "ToleratedFailureCountPath", "ToleratedFailurePercentagePath", "Label"},
+    "Map": _IO
+    | _NEXT
+    | _RESULT
+    | _ERRORS
+    | {
+        "ItemsPath",
+        "ItemProcessor",
+        "Iterator",
+        "ItemSelector",
+        "MaxConcurrency",
+        "MaxConcurrencyPath",
+        "ItemReader",
+        "ItemBatcher",
+        "ResultWriter",
+        "ToleratedFailureCount",
+        "ToleratedFailurePercentage",
+        "ToleratedFailureCountPath",
+        "ToleratedFailurePercentagePath",
+        "Label",
+    },
     "Succeed": _IO,
     "Fail": {"Comment", "Type", "Error", "ErrorPath", "Cause", "CausePath"},
 }

@@ -1,7 +1,7 @@
 """Render the cartflow state machine (Amazon States Language) for one target.
 
 STDLIB ONLY: this module also runs inside the emulator container's init hook, which has
-neither pydantic nor boto3. It can be imported as ``cartflow.orchestrator.render`` or run
+neither pydantic nor boto3. It can be imported as ``orchestrator.render`` or run
 as a plain script next to its two JSON files::
 
     python render.py local params.json > definition.json
@@ -59,8 +59,7 @@ _COMMON_REQUIRED = (
 )
 REQUIRED_PARAMS: dict[str, tuple[str, ...]] = {
     "local": _COMMON_REQUIRED + ("validate_activity_arn", "transform_activity_arn"),
-    "aws": _COMMON_REQUIRED
-    + ("ecs_cluster", "ecs_task_definition", "ecs_container_name", "subnets", "security_groups"),
+    "aws": _COMMON_REQUIRED + ("ecs_cluster", "ecs_task_definition", "ecs_container_name", "subnets", "security_groups"),
 }
 # Optional parameters and their defaults (the same for both targets).
 OPTIONAL_PARAMS: dict[str, object] = {
@@ -72,9 +71,7 @@ OPTIONAL_PARAMS: dict[str, object] = {
     # AWS only: ENABLED is needed in public subnets without a NAT gateway / VPC endpoints.
     "ecs_assign_public_ip": "DISABLED",
 }
-KNOWN_PARAMS: frozenset[str] = frozenset(
-    set(REQUIRED_PARAMS["local"]) | set(REQUIRED_PARAMS["aws"]) | set(OPTIONAL_PARAMS)
-)
+KNOWN_PARAMS: frozenset[str] = frozenset(set(REQUIRED_PARAMS["local"]) | set(REQUIRED_PARAMS["aws"]) | set(OPTIONAL_PARAMS))
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 
@@ -141,7 +138,7 @@ def _check_value(name: str, value: object) -> str | None:
 
 
 def params_from_settings(settings: Any, target: Target) -> dict[str, object]:
-    """Build render parameters from a ``cartflow.config.Settings`` (duck-typed: no pydantic here).
+    """Build render parameters from a ``cartflow.core.config.Settings`` (duck-typed: no pydantic here).
 
     The AWS rendering uses AWS_RETRY_DEFAULTS; the local one the settings' job_retry_* values.
     """

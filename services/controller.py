@@ -17,16 +17,21 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from cartflow.models import BatchStatus
-from cartflow.services.batches import BatchTable, Chunk
-from cartflow.services.deps import Deps, current_deps
-from cartflow.services.notify import publish_failure
-from cartflow.services.dispatch import execution_arn, execution_name, start_next_pending
+from cartflow.core.batch_table import BatchTable, Chunk
+from cartflow.core.deps import Deps, current_deps
+from cartflow.core.models import BatchStatus
+from services.dispatch import execution_arn, execution_name, start_next_pending
+from services.notify import publish_failure
 
 logger = Logger(service="cartflow-controller")
 
 START_GRACE_MS = 60_000  # a claim without an execution this old is considered lost
-_TERMINAL = {"SUCCEEDED": BatchStatus.DONE, "FAILED": BatchStatus.FAILED, "TIMED_OUT": BatchStatus.FAILED, "ABORTED": BatchStatus.FAILED}
+_TERMINAL = {
+    "SUCCEEDED": BatchStatus.DONE,
+    "FAILED": BatchStatus.FAILED,
+    "TIMED_OUT": BatchStatus.FAILED,
+    "ABORTED": BatchStatus.FAILED,
+}
 
 
 @dataclass

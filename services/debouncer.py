@@ -16,8 +16,8 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from cartflow.models import BatchStatus, EventStatus
-from cartflow.services.deps import Deps, current_deps, query_items, to_ddb, values
+from cartflow.core.deps import Deps, current_deps, query_items, to_ddb, values
+from cartflow.core.models import BatchStatus, EventStatus
 
 logger = Logger(service="cartflow-debouncer")
 UNBATCHED_INDEX = "unbatched"

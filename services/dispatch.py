@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 
 from aws_lambda_powertools import Logger
 
-from cartflow.models import BatchInput, BatchStatus, RawFile
-from cartflow.services.batches import BatchTable, Chunk
-from cartflow.services.deps import Deps
+from cartflow.core.batch_table import BatchTable, Chunk
+from cartflow.core.deps import Deps
+from cartflow.core.models import BatchInput, BatchStatus, RawFile
 
 logger = Logger(service="cartflow-dispatch", child=True)
 

@@ -24,8 +24,8 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from cartflow.models import EventStatus, InvalidRawKey, RawFile
-from cartflow.services.deps import Deps, current_deps, to_ddb
+from cartflow.core.deps import Deps, current_deps, to_ddb
+from cartflow.core.models import EventStatus, InvalidRawKey, RawFile
 
 logger = Logger(service="cartflow-ingest")
 

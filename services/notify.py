@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cartflow.services.batches import Chunk
-from cartflow.services.deps import Deps
+from cartflow.core.batch_table import Chunk
+from cartflow.core.deps import Deps
 
 
 def retry_command(batch_id: str) -> str:

@@ -12,9 +12,9 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from cartflow.models import BatchStatus
-from cartflow.services.deps import Deps, current_deps
-from cartflow.services.dispatch import start_next_pending
+from cartflow.core.deps import Deps, current_deps
+from cartflow.core.models import BatchStatus
+from services.dispatch import start_next_pending
 
 logger = Logger(service="cartflow-stream-trigger")
 

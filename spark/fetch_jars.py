@@ -2,7 +2,7 @@
 """Download the pinned Spark jars (Delta Lake, S3A + AWS SDK v2) listed in jobs/jars.lock.
 
 Jars are resolved ONCE into a cache directory (or baked into an image with ``--dest``),
-never at job start: ``cartflow.jobs.session.build_spark`` only checks they are there.
+never at job start: ``spark.jobs.session.build_spark`` only checks they are there.
 
     python spark/fetch_jars.py                 # into Settings().jars_dir
     python spark/fetch_jars.py --dest /opt/jars  # Docker build (no cartflow import needed)
@@ -280,7 +280,7 @@ def relock(lock: Path = LOCK_PATH) -> None:
 
 def _default_dest() -> Path:
     # Only the no-`--dest` path needs cartflow (Docker builds pass --dest and stay stdlib-only).
-    from cartflow.config import Settings
+    from cartflow.core.config import Settings
 
     return Settings().jars_dir
 

@@ -36,7 +36,9 @@ def sample_values(template: Mapping[str, Any], parameters: Mapping[str, Any] | N
             values[logical] = props["LogGroupName"]
             values[f"{logical}.Arn"] = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{props['LogGroupName']}:*"
         elif kind == "AWS::DynamoDB::Table":
-            values[f"{logical}.StreamArn"] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{props['TableName']}/stream/2026-01-01T00:00:00.000"
+            values[f"{logical}.StreamArn"] = (
+                f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{props['TableName']}/stream/2026-01-01T00:00:00.000"
+            )
         elif kind == "AWS::EC2::SecurityGroup":
             values[f"{logical}.GroupId"] = "sg-0123456789abcdef0"
         else:

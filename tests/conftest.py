@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cartflow.config import Settings
+from cartflow.core.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
@@ -67,15 +67,15 @@ def settings(base_settings: Settings, emulator: str, tmp_path_factory: pytest.Te
 
 @pytest.fixture(scope="module")
 def stack_resources(settings: Settings) -> dict[str, str]:
-    from cartflow.aws import AwsClients
-    from cartflow.resources import apply_resources
+    from cartflow.core.aws import AwsClients
+    from cartflow.infra import apply_resources
 
     return apply_resources(settings, AwsClients(settings))
 
 
 @pytest.fixture(scope="module")
 def deps(settings: Settings, stack_resources: dict[str, str]):  # type: ignore[no-untyped-def]
-    from cartflow.services.deps import Deps, use_deps
+    from cartflow.core.deps import Deps, use_deps
 
     d = Deps.from_settings(settings)
     use_deps(d)  # handlers invoked in-process use this emulator

@@ -46,7 +46,9 @@ def mismatches(actual: dict[str, Outcome], to_relative: Any = relative) -> list[
     problems = []
     want_all = expected()
     if set(actual) != set(want_all):
-        problems.append(f"files differ: missing {sorted(set(want_all) - set(actual))}, extra {sorted(set(actual) - set(want_all))}")
+        problems.append(
+            f"files differ: missing {sorted(set(want_all) - set(actual))}, extra {sorted(set(actual) - set(want_all))}"
+        )
     for name in sorted(set(actual) & set(want_all)):
         got, want = actual[name], want_all[name]
         if got.outcome != want["outcome"]:

@@ -6,7 +6,7 @@ Rows are dicts of raw CSV text keyed by contract column (as the CSV header names
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -20,8 +20,8 @@ def half_up(value: Decimal, places: int) -> Decimal:
 def utc_date(text: str) -> str:
     parsed = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc).date().isoformat()
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).date().isoformat()
 
 
 def _s(value: Any) -> str:

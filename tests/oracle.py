@@ -1,7 +1,7 @@
 """Independent test oracle: dataset contracts and KPI definitions re-implemented in DuckDB SQL.
 
-The Spark jobs (``cartflow.jobs``) and this module implement docs/kpis.md and the contract
-YAMLs separately; tests compare the two. Nothing here imports from ``cartflow.jobs``: the
+The Spark jobs (``spark.jobs``) and this module implement docs/kpis.md and the contract
+YAMLs separately; tests compare the two. Nothing here imports from ``spark.jobs``: the
 contract YAML files are read as the *spec*, every check is written out here.
 
 Vocabulary:
@@ -136,10 +136,7 @@ def _typed_expr(col: Column) -> str:
         case "date":
             return f"CASE WHEN regexp_full_match({v}, '{_DATE_RE}') THEN TRY_CAST({v} AS DATE) END"
         case "timestamp":
-            return (
-                f"CASE WHEN regexp_full_match({v}, '{_TS_RE}') "
-                f"THEN timezone('UTC', TRY_CAST({v} AS TIMESTAMPTZ)) END"
-            )
+            return f"CASE WHEN regexp_full_match({v}, '{_TS_RE}') THEN timezone('UTC', TRY_CAST({v} AS TIMESTAMPTZ)) END"
         case "boolean":
             t = ", ".join(_lit(x) for x in _TRUE)
             f = ", ".join(_lit(x) for x in _FALSE)
@@ -180,9 +177,7 @@ def _reason_expr(contract: Contract) -> str:
                 f"THEN {_lit(f'{n}: does not match pattern')}"
             )
         if col.max_length is not None:
-            whens.append(
-                f"WHEN length({raw}) > {col.max_length} THEN {_lit(f'{n}: longer than {col.max_length} characters')}"
-            )
+            whens.append(f"WHEN length({raw}) > {col.max_length} THEN {_lit(f'{n}: longer than {col.max_length} characters')}")
     return "CASE " + " ".join(whens) + " END"
 
 
@@ -303,8 +298,7 @@ class Oracle:
         self._load_raw(i, ds, paths, raw)
         typed = ", ".join(f"{_typed_expr(c)} AS {_q(c.name + '__t')}" for c in contract.columns)
         self.con.execute(
-            f"CREATE TEMP TABLE chk_{i}_{ds} AS "
-            f"SELECT *, {_reason_expr(contract)} AS reason FROM (SELECT *, {typed} FROM {raw})"
+            f"CREATE TEMP TABLE chk_{i}_{ds} AS SELECT *, {_reason_expr(contract)} AS reason FROM (SELECT *, {typed} FROM {raw})"
         )
         self._reject_duplicates(i, ds)
         for ref in contract.references:
@@ -319,8 +313,7 @@ class Oracle:
         typed_out = ", ".join(f"{_q(c.name + '__t')} AS {_q(c.name)}" for c in contract.columns)
         extra = self._decimal_columns(ds, "__dec")
         self.con.execute(
-            f"CREATE TEMP TABLE ok_{i}_{ds} AS SELECT {typed_out}{extra}, {i} AS batch "
-            f"FROM chk_{i}_{ds} WHERE reason IS NULL"
+            f"CREATE TEMP TABLE ok_{i}_{ds} AS SELECT {typed_out}{extra}, {i} AS batch FROM chk_{i}_{ds} WHERE reason IS NULL"
         )
 
     def _load_raw(self, i: int, ds: str, paths: list[Path], target: str) -> None:
@@ -523,9 +516,7 @@ def quarantined_keys(batch: Batch, prior: Sequence[Batch] = ()) -> list[Rejected
     return [r for r in oracle.rejected if r.batch == last]
 
 
-def expected_kpis(
-    batch: Batch, prior: Sequence[Batch] = (), *, all_dates: bool = False
-) -> tuple[OrderKpis, CategoryKpis]:
+def expected_kpis(batch: Batch, prior: Sequence[Batch] = (), *, all_dates: bool = False) -> tuple[OrderKpis, CategoryKpis]:
     """The KPI rows ``batch`` must write: every date it touches, from all validated data.
 
     A touched date that has no lines any more is absent from the result (its rows are

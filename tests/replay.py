@@ -8,10 +8,10 @@ import time
 from decimal import Decimal
 from typing import Any
 
+from cartflow.core.deps import Deps, scan_items
 from cartflow.local.lambda_context import LocalFunction
 from cartflow.local.sqs_source import sqs_event_record
 from cartflow.local.stream_source import stream_event_record
-from cartflow.services.deps import Deps, scan_items
 
 
 def _plain(v: Any) -> Any:
@@ -49,8 +49,12 @@ def receive_all(deps: Deps, url: str, *, expected: int, timeout: float = 30.0, d
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         msgs = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=600,
-            MessageSystemAttributeNames=["All"], MessageAttributeNames=["All"],
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
+            VisibilityTimeout=600,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
         ).get("Messages", [])
         for m in msgs:
             got[m["MessageId"]] = m

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cartflow.config import Settings
+from cartflow.core.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,7 @@ class CheckpointStore:
             if data.get("version") != _VERSION or not isinstance(data.get("streams"), dict):
                 raise ValueError(f"unsupported checkpoint format version {data.get('version')!r}")
             self._streams = {
-                str(arn): {str(sid): dict(entry) for sid, entry in shards.items()}
-                for arn, shards in data["streams"].items()
+                str(arn): {str(sid): dict(entry) for sid, entry in shards.items()} for arn, shards in data["streams"].items()
             }
         except (ValueError, AttributeError, TypeError) as exc:
             # Starting over silently would replay or skip a day of records: make it loud.

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from cartflow.config import Settings
+from cartflow.core.config import Settings
 
 
 class EmulatorError(RuntimeError):
@@ -50,8 +50,13 @@ def ensure_ministack(settings: Settings) -> Path:
     if not (venv / "bin" / "python").exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
-         f"ministack=={settings.ministack_version}"],
+        [
+            str(venv / "bin" / "pip"),
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            f"ministack=={settings.ministack_version}",
+        ],
         check=True,
     )
     marker.touch()
@@ -84,8 +89,9 @@ class EmulatorProcess:
         self._log.close()
 
 
-def start_emulator(settings: Settings, port: int | None = None, log_dir: Path | None = None,
-                   timeout: float = 60.0) -> EmulatorProcess:
+def start_emulator(
+    settings: Settings, port: int | None = None, log_dir: Path | None = None, timeout: float = 60.0
+) -> EmulatorProcess:
     exe = ensure_ministack(settings)
     port = port or settings.emulator_port
     endpoint = f"http://127.0.0.1:{port}"

@@ -17,9 +17,9 @@ import sys
 import threading
 from typing import Any
 
-from cartflow.aws import AwsClients
-from cartflow.config import Settings
-from cartflow.errors import Needs, check_ready, explain, retry_bounded
+from cartflow.core.aws import AwsClients
+from cartflow.core.config import Settings
+from cartflow.core.errors import Needs, check_ready, explain, retry_bounded
 from cartflow.local.lambda_context import LocalFunction
 from cartflow.local.schedule_source import ScheduleSource
 from cartflow.local.sources import PollingSource
@@ -56,7 +56,7 @@ def preflight(name: str, settings: Settings, clients: AwsClients | None = None, 
 
 
 def build_source(name: str, settings: Settings) -> PollingSource:
-    from cartflow.services import controller, debouncer, ingest, stream_trigger
+    from services import controller, debouncer, ingest, stream_trigger
 
     clients = AwsClients(settings)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cartflow.config import Settings
+from cartflow.core.config import Settings
 
 log = logging.getLogger(__name__)
 

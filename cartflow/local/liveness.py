@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from cartflow.config import Settings
+from cartflow.core.config import Settings
 
 log = logging.getLogger(__name__)
 

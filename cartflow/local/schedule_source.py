@@ -16,7 +16,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cartflow.config import Settings
+from cartflow.core.config import Settings
 from cartflow.local.lambda_context import LocalFunction
 from cartflow.local.sources import PollingSource
 

@@ -14,8 +14,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from cartflow.config import Settings
-from cartflow.errors import InfraError, explain, is_fatal
+from cartflow.core.config import Settings
+from cartflow.core.errors import InfraError, explain, is_fatal
 from cartflow.local.liveness import Liveness
 
 log = logging.getLogger(__name__)

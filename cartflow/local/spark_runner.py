@@ -35,10 +35,10 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from cartflow.config import Settings
-from cartflow.errors import explain, is_fatal
+from cartflow.core.config import Settings
+from cartflow.core.errors import explain, is_fatal
+from cartflow.core.models import BatchInput
 from cartflow.local.liveness import Liveness
-from cartflow.models import BatchInput
 
 log = logging.getLogger("cartflow.spark_runner")
 
@@ -63,13 +63,13 @@ class JobCallable(Protocol):
 
 def _run_validation(spark: Any, settings: Settings, batch: BatchInput) -> BaseModel:
     # Imported lazily: the jobs pull in pyspark, which the runner must not need at import time.
-    from cartflow.jobs.validate import run_validation
+    from spark.jobs.validate import run_validation
 
     return run_validation(spark, settings, batch)
 
 
 def _run_transform(spark: Any, settings: Settings, batch: BatchInput) -> BaseModel:
-    from cartflow.jobs.transform import run_transform
+    from spark.jobs.transform import run_transform
 
     return run_transform(spark, settings, batch)
 
@@ -173,8 +173,7 @@ class SparkRunner:
         self._stop.clear()
         self.touch_liveness()
         self._threads = [
-            threading.Thread(target=self._poll_loop, args=(job,), name=f"spark-runner-{job}", daemon=True)
-            for job in self.jobs
+            threading.Thread(target=self._poll_loop, args=(job,), name=f"spark-runner-{job}", daemon=True) for job in self.jobs
         ]
         for t in self._threads:
             t.start()
@@ -306,13 +305,13 @@ class SparkRunner:
 
     def _discard_session(self) -> None:
         if self._spark_factory == self._build_spark:
-            from cartflow.jobs.session import discard_session
+            from spark.jobs.session import discard_session
 
             discard_session(self._spark)
         self._spark = None
 
     def _build_spark(self) -> Any:
-        from cartflow.jobs.session import build_spark  # lazy: pyspark is only needed here
+        from spark.jobs.session import build_spark  # lazy: pyspark is only needed here
 
         return build_spark(self.settings, SPARK_APP_NAME)
 
@@ -392,7 +391,7 @@ def _install_signal_handlers(runner: SparkRunner) -> None:
 
 def run_forever(settings: Settings) -> None:
     """Run the spark-runner until SIGTERM/SIGINT (``cartflow serve spark-runner``)."""
-    from cartflow.aws import AwsClients
+    from cartflow.core.aws import AwsClients
 
     clients = AwsClients(settings)
     heartbeat = min(HEARTBEAT_SECONDS, settings.job_heartbeat_seconds / 4)
@@ -408,7 +407,7 @@ def run_forever(settings: Settings) -> None:
 
 
 def main() -> None:
-    from cartflow.config import get_settings
+    from cartflow.core.config import get_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(threadName)s] %(message)s")
     run_forever(get_settings())

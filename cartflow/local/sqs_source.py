@@ -12,7 +12,7 @@ import base64
 import logging
 from typing import Any
 
-from cartflow.aws import AwsClients
+from cartflow.core.aws import AwsClients
 from cartflow.local.lambda_context import LocalFunction
 from cartflow.local.sources import PollingSource, failed_item_ids
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from cartflow.aws import AwsClients
-from cartflow.config import Settings
+from cartflow.core.aws import AwsClients
+from cartflow.core.config import Settings
+from cartflow.infra import apply_resources
 from cartflow.local.emulator import EmulatorProcess, free_port, is_healthy, port_is_free, start_emulator
-from cartflow.resources import apply_resources
 
 COMPONENTS = ("ingest", "stream-trigger", "debouncer", "controller", "spark-runner")
 
@@ -47,7 +47,7 @@ class EmbeddedStack:
     def log_dir(self) -> Path:
         return self.settings.state_dir / "logs"
 
-    def start(self) -> "EmbeddedStack":
+    def start(self) -> EmbeddedStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         endpoint = self.settings.aws_endpoint_url
         if endpoint is None or not is_healthy(endpoint):
@@ -107,7 +107,7 @@ class EmbeddedStack:
         if self.emulator:
             self.emulator.stop()
 
-    def __enter__(self) -> "EmbeddedStack":
+    def __enter__(self) -> EmbeddedStack:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

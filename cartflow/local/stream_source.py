@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from cartflow.aws import AwsClients
+from cartflow.core.aws import AwsClients
 from cartflow.local.checkpoints import CheckpointStore
 from cartflow.local.lambda_context import LocalFunction
 from cartflow.local.sources import PollingSource, failed_item_ids

@@ -1,42 +1,34 @@
 """ready.d hook: apply cartflow's resource spec once the emulator is up.
 
 Run by MiniStack (or LocalStack) with the emulator's own Python, which has botocore and
-PyYAML but not cartflow's dependencies, so the two stdlib-level modules it needs are
-loaded from the mounted source (docker-compose.yml mounts them under /opt/cartflow).
+PyYAML but not cartflow's other dependencies. docker-compose.yml mounts the source under
+/opt/cartflow (CARTFLOW_INIT_SRC), which goes on sys.path; the hook then imports the
+stdlib-level modules it needs like any other code: the spec (cartflow.core.spec), its
+applier (cartflow.infra.apply) and the state-machine renderer (orchestrator.render).
 Values come from the spec's defaults overridden by CARTFLOW_* environment variables,
-exactly like cartflow.config.Settings.
+exactly like cartflow.core.config.Settings.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import sys
-from pathlib import Path
-from types import ModuleType
 
-SRC = Path(os.environ.get("CARTFLOW_INIT_SRC", "/opt/cartflow"))
+sys.path.insert(0, os.environ.get("CARTFLOW_INIT_SRC", "/opt/cartflow"))
 
-
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cartflow init: cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from cartflow.core.spec import load_spec, values_from_env
+from cartflow.infra.apply import apply_spec, botocore_client_factory
+from orchestrator.render import render_state_machine
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
-    apply = _load("cartflow_init_apply", SRC / "resources" / "apply.py")
-    render = _load("cartflow_init_render", SRC / "orchestrator" / "render.py")
-    values = apply.values_from_env(os.environ, apply.load_spec(SRC / "resources" / "spec.yaml"))
+    spec = load_spec()
+    values = values_from_env(os.environ, spec)
     endpoint = os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
-    clients = apply.botocore_client_factory(endpoint, values["region"])
-    summary = apply.apply_spec(values, clients, render.render_state_machine, apply.load_spec(SRC / "resources" / "spec.yaml"))
+    clients = botocore_client_factory(endpoint, values["region"])
+    summary = apply_spec(values, clients, render_state_machine, spec)
     for name, ref in summary.items():
         print(f"cartflow init: {name} -> {ref}")
 

@@ -1,4 +1,4 @@
-"""``python -m cartflow.jobs {validate|transform} (--batch JSON | --batch-file PATH)``
+"""``python -m spark.jobs {validate|transform} (--batch JSON | --batch-file PATH)``
 
 The last stdout line is the result JSON. Exit codes: 0 = the job ran (a *failed* validation
 is a result, routed by the state machine's Choice, not a crash); 1 = the job crashed
@@ -15,12 +15,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from cartflow.config import Settings
-from cartflow.models import BatchInput
+from cartflow.core.config import Settings
+from cartflow.core.models import BatchInput
 
 EXIT_OK, EXIT_CRASH, EXIT_BAD_INPUT = 0, 1, 2
 
-log = logging.getLogger("cartflow.jobs")
+log = logging.getLogger("spark.jobs")
 
 
 class BadInput(Exception):
@@ -28,7 +28,7 @@ class BadInput(Exception):
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m cartflow.jobs", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m spark.jobs", description=__doc__)
     parser.add_argument("job", choices=["validate", "transform"])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--batch", help="the BatchInput JSON (the Step Functions execution input)")
@@ -55,15 +55,15 @@ def load_batch(args: argparse.Namespace) -> BatchInput:
 
 def run(job: str, batch: BatchInput, settings: Settings, warehouse: str | None) -> str:
     # Lazy imports: argument errors are reported without starting a JVM.
-    from cartflow.jobs.session import build_spark
+    from spark.jobs.session import build_spark
 
     spark = build_spark(settings, app_name=f"cartflow-{job}-{batch.batch_id}")
     try:
         if job == "validate":
-            from cartflow.jobs.validate import run_validation
+            from spark.jobs.validate import run_validation
 
             return run_validation(spark, settings, batch, warehouse).model_dump_json()
-        from cartflow.jobs.transform import run_transform
+        from spark.jobs.transform import run_transform
 
         return run_transform(spark, settings, batch, warehouse).model_dump_json()
     finally:

@@ -8,10 +8,10 @@ start instead of silently accepting bad rows.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from collections.abc import Iterable
 from typing import Any, Literal, cast, get_args
 
 import yaml
@@ -72,7 +72,7 @@ class Contract:
 
 def contracts_dir() -> Path:
     """The packaged contracts folder (works for editable and wheel installs)."""
-    return Path(str(resources.files("cartflow.jobs") / "contracts"))
+    return Path(str(resources.files("spark.jobs") / "contracts"))
 
 
 def load_contracts(directory: Path | None = None) -> dict[str, Contract]:
@@ -242,9 +242,7 @@ def _check_references_resolve(contracts: dict[str, Contract]) -> None:
                 # The anti-join is only meaningful against the referenced dataset's own key.
                 raise ContractError(f"{contract.dataset}: {ref.dataset}.{ref.key} is not the key of {ref.dataset}")
             if contract.column(ref.column).type != target.column(ref.key).type:
-                raise ContractError(
-                    f"{contract.dataset}.{ref.column} and {ref.dataset}.{ref.key} have different types"
-                )
+                raise ContractError(f"{contract.dataset}.{ref.column} and {ref.dataset}.{ref.key} have different types")
 
 
 def dependency_order(contracts: dict[str, Contract], present: Iterable[str]) -> list[str]:

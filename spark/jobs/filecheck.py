@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from cartflow.jobs.contracts import Contract
+from spark.jobs.contracts import Contract
 
 # Python's csv module refuses fields over 128 KiB by default; a long field is a row-level
 # matter (max_length), not a reason to fail the scan. Process-wide, set once.
@@ -67,7 +67,7 @@ class _Scan:
     """Mutable state of the pass; turned into a FileInspection at the end."""
 
     size: int = 0
-    digest: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
     head: bytes = b""
     binary_at: int | None = None
     binary_byte: int = 0
@@ -220,9 +220,7 @@ def _decoded_lines(chunks: Iterable[bytes], scan: _Scan) -> Iterator[str]:
             pending += decoder.decode(b"", final=True)
         except UnicodeDecodeError as exc:
             at = offset - len(exc.object) + exc.start
-            scan.utf8_error = (
-                f"not valid UTF-8: byte 0x{exc.object[exc.start]:02x} at offset {at} (line {lines_done + 1})"
-            )
+            scan.utf8_error = f"not valid UTF-8: byte 0x{exc.object[exc.start]:02x} at offset {at} (line {lines_done + 1})"
             return
         if pending:
             yield pending
@@ -361,10 +359,7 @@ def header_problem(header: tuple[str, ...], contract: Contract) -> str | None:
     missing = [c for c in contract.column_names if c not in header]
     unexpected = [c for c in header if c not in expected]
     if missing and unexpected:
-        return (
-            f"header is missing column(s) {', '.join(missing)} and has unexpected column(s) "
-            f"{', '.join(unexpected)} (renamed?)"
-        )
+        return f"header is missing column(s) {', '.join(missing)} and has unexpected column(s) {', '.join(unexpected)} (renamed?)"
     if missing:
         return f"header is missing column(s) {', '.join(missing)}"
     if unexpected:

@@ -96,9 +96,9 @@ def three_table_lines(orders: DataFrame, items: DataFrame, products: DataFrame) 
         F.col("p.category").alias("category"),
         F.lit(1).cast("long").alias("quantity"),
         _money(F.col("i.sale_price")).alias("line_revenue"),
-        (
-            (F.col("i.status") == "Returned") | F.col("i.returned_at").isNotNull() | (F.col("o.status") == "Returned")
-        ).alias("returned"),
+        ((F.col("i.status") == "Returned") | F.col("i.returned_at").isNotNull() | (F.col("o.status") == "Returned")).alias(
+            "returned"
+        ),
     )
 
 
@@ -172,13 +172,9 @@ def touched_order_dates(validated: Validated, batch_id: str, flat: DataFrame | N
         if validated.order_items is not None:
             items = validated.order_items
             batch_item_ids = items.where(F.col(BATCH_ID) == batch_id).select("id").distinct()
-            affected_orders = affected_orders.unionByName(
-                items.join(batch_item_ids, "id", "left_semi").select("order_id")
-            )
+            affected_orders = affected_orders.unionByName(items.join(batch_item_ids, "id", "left_semi").select("order_id"))
             if validated.products is not None:
-                batch_product_ids = validated.products.where(F.col(BATCH_ID) == batch_id).select(
-                    F.col("id").alias("product_id")
-                )
+                batch_product_ids = validated.products.where(F.col(BATCH_ID) == batch_id).select(F.col("id").alias("product_id"))
                 affected_orders = affected_orders.unionByName(
                     items.join(batch_product_ids.distinct(), "product_id", "left_semi").select("order_id")
                 )
@@ -227,9 +223,7 @@ def order_kpis(lines: DataFrame) -> DataFrame:
         "total_orders",
         _half_up(F.col("_revenue"), 2, MONEY).alias("total_revenue"),
         F.col("total_items_sold").cast("long").alias("total_items_sold"),
-        _half_up(_exact_ratio(F.col("_returned_orders"), F.col("total_orders"), RATE_NUMERATOR), 4, RATE).alias(
-            "return_rate"
-        ),
+        _half_up(_exact_ratio(F.col("_returned_orders"), F.col("total_orders"), RATE_NUMERATOR), 4, RATE).alias("return_rate"),
         "unique_customers",
     )
 
@@ -246,7 +240,5 @@ def category_kpis(lines: DataFrame) -> DataFrame:
         _half_up(F.col("_revenue"), 2, MONEY).alias("daily_revenue"),
         # Per order, not per line (seed 002 averaged per line).
         _half_up(_exact_ratio(F.col("_revenue"), F.col("_orders"), SUM_MONEY), 2, MONEY).alias("avg_order_value"),
-        _half_up(_exact_ratio(F.col("_returned_orders"), F.col("_orders"), RATE_NUMERATOR), 4, RATE).alias(
-            "avg_return_rate"
-        ),
+        _half_up(_exact_ratio(F.col("_returned_orders"), F.col("_orders"), RATE_NUMERATOR), 4, RATE).alias("avg_return_rate"),
     )

@@ -18,10 +18,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cartflow.jobs import rules
-from cartflow.jobs.contracts import Contract, dependency_order
-from cartflow.jobs.filecheck import CHUNK_BYTES, FileInspection, inspect_file
-from cartflow.jobs.rules import Violation
+from spark.jobs import rules
+from spark.jobs.contracts import Contract, dependency_order
+from spark.jobs.filecheck import CHUNK_BYTES, FileInspection, inspect_file
+from spark.jobs.rules import Violation
 
 
 @dataclass
@@ -133,9 +133,7 @@ def _check_rows(path: Path, contract: Contract) -> list[RowReport]:
     return rows
 
 
-def _check_record(
-    record: list[str], line: int, header: list[str], position: dict[str, int], contract: Contract
-) -> RowReport:
+def _check_record(record: list[str], line: int, header: list[str], position: dict[str, int], contract: Contract) -> RowReport:
     if len(record) != len(header):
         row = RowReport(line, {}, malformed=True)
         message = rules.malformed_message(len(header))

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from cartflow.jobs.contracts import Column, Contract
+from spark.jobs.contracts import Column, Contract
 
 MAX_VALUE_IN_MESSAGE = 80  # keep reasons readable when a value is huge
 TRIM_CHARS = " \t"  # surrounding blanks producers add by accident; a blank value is missing
@@ -66,7 +66,7 @@ class Violation:
             object.__setattr__(self, "value", self.value[:MAX_VALUE_IN_MESSAGE])
 
     @classmethod
-    def of(cls, rule: str, column: str | None, label: str, value: str | None, suffix: str = "") -> "Violation":
+    def of(cls, rule: str, column: str | None, label: str, value: str | None, suffix: str = "") -> Violation:
         """The usual shape: ``<label>: '<value>'<suffix>``, or just the label without a value."""
         message = label if value is None else f"{label}: {shown(value)}{suffix}"
         return cls(rule, column, value, message, label)

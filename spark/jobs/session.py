@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import boto3
 from pyspark.sql import DataFrame, SparkSession
 
-from cartflow.config import Settings
+from cartflow.core.config import Settings
 
 LOCK_FILE = Path(__file__).with_name("jars.lock")
 
@@ -205,7 +205,7 @@ def discard_session(spark: SparkSession | None) -> None:
     if spark is not None:
         try:
             spark.stop()
-        except Exception:  # noqa: BLE001 - the gateway is gone; stop() cannot reach it
+        except Exception:
             pass
     SparkSession._instantiatedSession = None
     SparkSession._activeSession = None

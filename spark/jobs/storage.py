@@ -16,8 +16,8 @@ from urllib.parse import unquote, urlsplit
 
 from botocore.exceptions import ClientError
 
-from cartflow.aws import AwsClients
-from cartflow.config import Settings
+from cartflow.core.aws import AwsClients
+from cartflow.core.config import Settings
 
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
 

@@ -21,13 +21,13 @@ from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from cartflow.aws import AwsClients
-from cartflow.config import Settings
-from cartflow.jobs import kpis
-from cartflow.jobs.session import SHUFFLE_PARQUET_BYTES, estimated_bytes, fit_shuffle_partitions, to_spark_uri
-from cartflow.jobs.storage import Storage, join_uri
-from cartflow.jobs.validate import dataset_uri, default_warehouse, read_delta_if_exists, require_utc
-from cartflow.models import KPIS_PREFIX, VALIDATED_PREFIX, VALIDATION_OUTPUT_PREFIX, BatchInput, TransformResult
+from cartflow.core.aws import AwsClients
+from cartflow.core.config import Settings
+from cartflow.core.models import KPIS_PREFIX, VALIDATED_PREFIX, VALIDATION_OUTPUT_PREFIX, BatchInput, TransformResult
+from spark.jobs import kpis
+from spark.jobs.session import SHUFFLE_PARQUET_BYTES, estimated_bytes, fit_shuffle_partitions, to_spark_uri
+from spark.jobs.storage import Storage, join_uri
+from spark.jobs.validate import dataset_uri, default_warehouse, read_delta_if_exists, require_utc
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +185,7 @@ def compute_kpi_rows(spark: SparkSession, validated: kpis.Validated, batch_id: s
     return KpiRows(
         touched_dates=tuple(d.isoformat() for d in touched),
         order_rows=tuple(sorted((_item(r) for r in order_rows), key=lambda i: i["order_date"])),
-        category_rows=tuple(
-            sorted((_item(r) for r in category_rows), key=lambda i: (i["order_date"], i["category"]))
-        ),
+        category_rows=tuple(sorted((_item(r) for r in category_rows), key=lambda i: (i["order_date"], i["category"]))),
     )
 
 
@@ -278,9 +276,7 @@ def run_transform(
 
     validated = load_validated(spark, warehouse)
     tables = (validated.orders, validated.order_items, validated.products, validated.order_lines)
-    fit_shuffle_partitions(
-        spark, settings, sum(estimated_bytes(t) for t in tables if t is not None), SHUFFLE_PARQUET_BYTES
-    )
+    fit_shuffle_partitions(spark, settings, sum(estimated_bytes(t) for t in tables if t is not None), SHUFFLE_PARQUET_BYTES)
     rows = compute_kpi_rows(spark, validated, batch.batch_id)
     # The DynamoDB writes (network I/O) overlap the Delta copies (Spark jobs); both are
     # idempotent per touched date, so a retry after a failure of either redoes both.
@@ -308,4 +304,3 @@ def run_transform(
         len(rows.category_rows),
     )
     return result
-

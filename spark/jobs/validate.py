@@ -28,14 +28,8 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from cartflow.config import Settings
-from cartflow.jobs import rules
-from cartflow.jobs.contracts import Column, Contract, dependency_order, load_contracts
-from cartflow.jobs.filecheck import FileInspection, inspect_file
-from cartflow.jobs.rowcheck import duplicate_file_reason
-from cartflow.jobs.session import SHUFFLE_CSV_BYTES, fit_shuffle_partitions, to_spark_uri
-from cartflow.jobs.storage import Storage, as_s3_uri, join_uri
-from cartflow.models import (
+from cartflow.core.config import Settings
+from cartflow.core.models import (
     FILE_REGISTRY_PREFIX,
     QUARANTINE_PREFIX,
     RAW_PREFIX,
@@ -49,6 +43,12 @@ from cartflow.models import (
     TableResult,
     ValidationResult,
 )
+from spark.jobs import rules
+from spark.jobs.contracts import Column, Contract, dependency_order, load_contracts
+from spark.jobs.filecheck import FileInspection, inspect_file
+from spark.jobs.rowcheck import duplicate_file_reason
+from spark.jobs.session import SHUFFLE_CSV_BYTES, fit_shuffle_partitions, to_spark_uri
+from spark.jobs.storage import Storage, as_s3_uri, join_uri
 
 log = logging.getLogger(__name__)
 
@@ -253,9 +253,7 @@ def _trimmed_name(name: str) -> str:
 
 
 def trimmed_columns(contract: Contract) -> list[SparkColumn]:
-    return [
-        F.expr(f"nullif(btrim({_RAW}.`{c}`, ' \\t'), '')").alias(_trimmed_name(c)) for c in contract.column_names
-    ]
+    return [F.expr(f"nullif(btrim({_RAW}.`{c}`, ' \\t'), '')").alias(_trimmed_name(c)) for c in contract.column_names]
 
 
 def _shown(value: SparkColumn) -> SparkColumn:
@@ -336,9 +334,7 @@ def _ref_found(ref_column: str) -> str:
 
 _DUP_COUNT = "_dup_count"
 _FAILED = "_failed"
-_ERROR_TYPE = T.StructType(
-    [T.StructField(n, T.StringType()) for n in ("rule", "column", "value", "message", "label")]
-)
+_ERROR_TYPE = T.StructType([T.StructField(n, T.StringType()) for n in ("rule", "column", "value", "message", "label")])
 
 
 def check_rows(
@@ -452,12 +448,10 @@ def check_rows(
 
 
 def valid_rows(checked: DataFrame, contract: Contract, batch: BatchInput) -> DataFrame:
-    return checked.where(F.size(ERRORS) == 0).select(
-        *[F.col(c) for c in contract.column_names], *_lineage_columns(batch)
-    )
+    return checked.where(F.size(ERRORS) == 0).select(*[F.col(c) for c in contract.column_names], *_lineage_columns(batch))
 
 
-def quarantined_rows(checked: DataFrame, contract: Contract, batch: BatchInput, lines: "LineNumbers") -> DataFrame:
+def quarantined_rows(checked: DataFrame, contract: Contract, batch: BatchInput, lines: LineNumbers) -> DataFrame:
     messages = F.transform(F.col(ERRORS), lambda e: e["message"])
     record = lines.record_index()
     return checked.where(F.size(ERRORS) > 0).select(
@@ -651,7 +645,7 @@ def archive_plan(batch: BatchInput, structure: Structure) -> list[ArchiveItem]:
         outcome = structure.outcomes.get(uri)
         if outcome is not None and outcome.status == "rejected":
             item = item.model_copy(
-                update={"archive_key": f"{REJECTED_PREFIX}{batch.batch_id}/{item.source_key[len(RAW_PREFIX):]}"}
+                update={"archive_key": f"{REJECTED_PREFIX}{batch.batch_id}/{item.source_key[len(RAW_PREFIX) :]}"}
             )
         plan.append(item)
     return plan
@@ -671,7 +665,7 @@ def _write(
     checked: dict[str, DataFrame],
     contracts: dict[str, Contract],
     structure: Structure,
-    counts: "Counts",
+    counts: Counts,
     batch: BatchInput,
     warehouse: str,
 ) -> None:
@@ -681,9 +675,7 @@ def _write(
     )
     for dataset, frame in checked.items():
         contract = contracts[dataset]
-        replace_batch_rows(
-            valid_rows(frame, contract, batch), dataset_uri(warehouse, VALIDATED_PREFIX, dataset), batch.batch_id
-        )
+        replace_batch_rows(valid_rows(frame, contract, batch), dataset_uri(warehouse, VALIDATED_PREFIX, dataset), batch.batch_id)
         replace_batch_rows(
             quarantined_rows(frame, contract, batch, lines),
             dataset_uri(warehouse, QUARANTINE_PREFIX, dataset),
@@ -781,9 +773,7 @@ def _count(checked: dict[str, DataFrame]) -> Counts:
 def _fill_result(result: ValidationResult, structure: Structure, counts: Counts, contracts: dict[str, Contract]) -> None:
     tables: dict[str, TableResult] = {}
     for outcome in structure.outcomes.values():
-        table = tables.setdefault(
-            outcome.dataset, TableResult(contract_version=contracts[outcome.dataset].version)
-        )
+        table = tables.setdefault(outcome.dataset, TableResult(contract_version=contracts[outcome.dataset].version))
         if outcome.status == "rejected":
             table.rejected_files += 1
             continue

@@ -103,13 +103,21 @@ def monkeypatch_session() -> Iterator[pytest.MonkeyPatch]:
 
 def service_health(docker: str, project: str) -> dict[str, str]:
     """{service[-n]: health or state} of the project's containers."""
-    res = _run(docker, "ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
-               "--format", "{{.Label \"com.docker.compose.service\"}} {{.Label \"com.docker.compose.container-number\"}} {{.ID}}")
+    res = _run(
+        docker,
+        "ps",
+        "-a",
+        "--filter",
+        f"label=com.docker.compose.project={project}",
+        "--format",
+        '{{.Label "com.docker.compose.service"}} {{.Label "com.docker.compose.container-number"}} {{.ID}}',
+    )
     out = {}
     for line in res.stdout.splitlines():
         service, number, cid = line.split()
-        state = _run(docker, "inspect", "--format",
-                     "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}", cid).stdout.strip()
+        state = _run(
+            docker, "inspect", "--format", "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}", cid
+        ).stdout.strip()
         out[f"{service}-{number}"] = state
     return out
 

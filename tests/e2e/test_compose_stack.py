@@ -43,16 +43,22 @@ def stack(compose_v2: str, base_images: None, stack_env: dict[str, str]) -> Iter
     assert build.returncode == 0, f"docker compose build failed:\n{build.stdout[-4000:]}\n{build.stderr[-4000:]}"
     record_metric("compose_build_seconds", round(time.monotonic() - t0, 1))
 
-    compose = DockerCompose(REPO, compose_file_name="docker-compose.yml", wait=False,
-                            services=sorted(LONG_RUNNING), docker_command_path=compose_v2)
+    compose = DockerCompose(
+        REPO, compose_file_name="docker-compose.yml", wait=False, services=sorted(LONG_RUNNING), docker_command_path=compose_v2
+    )
     t_up = time.monotonic()
     try:
         compose.start()  # `up --detach`: returns once depends_on conditions let every service start
         healthy = wait_healthy(compose_v2, project, LONG_RUNNING, timeout=900)
         record_metric("up_to_all_healthy_seconds", round(time.monotonic() - t_up, 1))
         del healthy
-        yield {"compose": compose, "t_up": t_up, "project": project, "docker": compose_v2,
-               "endpoint": f"http://127.0.0.1:{stack_env['EMULATOR_PORT']}"}
+        yield {
+            "compose": compose,
+            "t_up": t_up,
+            "project": project,
+            "docker": compose_v2,
+            "endpoint": f"http://127.0.0.1:{stack_env['EMULATOR_PORT']}",
+        }
     except BaseException:
         out, err = compose.get_logs()
         print(out[-20000:], err[-5000:])
@@ -63,8 +69,12 @@ def stack(compose_v2: str, base_images: None, stack_env: dict[str, str]) -> Iter
 
 @pytest.fixture(scope="module")
 def aws(stack: dict[str, Any]) -> dict[str, Any]:
-    kw = {"endpoint_url": stack["endpoint"], "region_name": "us-east-1",
-          "aws_access_key_id": "test", "aws_secret_access_key": "test"}
+    kw = {
+        "endpoint_url": stack["endpoint"],
+        "region_name": "us-east-1",
+        "aws_access_key_id": "test",
+        "aws_secret_access_key": "test",
+    }
     return {name: boto3.client(name, **kw) for name in ("s3", "dynamodb", "sqs", "sns")}
 
 
@@ -95,8 +105,9 @@ def test_seeded_fixtures_reach_kpis_equal_to_the_oracle(stack: dict[str, Any], a
     compose = stack["compose"]
     t_seed = time.monotonic()
     # The one-shot seeder container, exactly as `docker compose up` runs it.
-    seeded = subprocess.run([stack["docker"], "compose", "run", "--rm", "seeder"], cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
+    seeded = subprocess.run(
+        [stack["docker"], "compose", "run", "--rm", "seeder"], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert seeded.returncode == 0, seeded.stdout + seeded.stderr
     n_files = len(list((FIXTURES / "valid").rglob("*.csv")))
     assert seeded.stdout.count("uploaded s3://") == n_files, seeded.stdout
@@ -112,8 +123,9 @@ def test_seeded_fixtures_reach_kpis_equal_to_the_oracle(stack: dict[str, Any], a
     record_metric("up_to_kpis_seconds", round(time.monotonic() - stack["t_up"], 1))
     assert sum(len(c["file_paths"]) for c in done) == n_files
 
-    assert_kpis_equal_oracle(scan(aws["dynamodb"], ORDER_KPIS), scan(aws["dynamodb"], CATEGORY_KPIS),
-                             [batch_from_dir(FIXTURES / "valid")])
+    assert_kpis_equal_oracle(
+        scan(aws["dynamodb"], ORDER_KPIS), scan(aws["dynamodb"], CATEGORY_KPIS), [batch_from_dir(FIXTURES / "valid")]
+    )
 
     # Idle footprint of the whole stack after one batch (JVMs warmed up).
     record_metric("idle_memory", idle_memory(stack["docker"], stack["project"]))
@@ -167,11 +179,14 @@ def test_docker_kill_of_the_worker_and_controller_mid_batch_loses_nothing(stack:
     assert sorted(e["s3_path"] for e in events) == sorted(uris)  # each file once, none lost
     archived = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"processed/{final['batch_id']}/").get("Contents", [])}
     assert archived == {f"processed/{final['batch_id']}/{k[4:]}" for k in keys}
-    assert_kpis_equal_oracle(scan(ddb, ORDER_KPIS), scan(ddb, CATEGORY_KPIS),
-                             [batch_from_dir(FIXTURES / "valid"), batch_from_dir(FIXTURES / "update")])
+    assert_kpis_equal_oracle(
+        scan(ddb, ORDER_KPIS), scan(ddb, CATEGORY_KPIS), [batch_from_dir(FIXTURES / "valid"), batch_from_dir(FIXTURES / "update")]
+    )
 
 
-def test_a_batch_over_the_quarantine_threshold_fails_and_sends_a_failure_notice(stack: dict[str, Any], aws: dict[str, Any]) -> None:
+def test_a_batch_over_the_quarantine_threshold_fails_and_sends_a_failure_notice(
+    stack: dict[str, Any], aws: dict[str, Any]
+) -> None:
     sqs, sns, s3 = aws["sqs"], aws["sns"], aws["s3"]
     url = sqs.create_queue(QueueName="e2e-failure-notices")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]

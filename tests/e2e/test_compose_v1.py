@@ -23,8 +23,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 def test_compose_v1_runs_emulator_and_scaled_spark_cluster(docker_engine: str, base_images: None) -> None:
     require(Path(COMPOSE_V1).exists(), "Debian docker-compose 1.29 not installed (apt-get install docker-compose)")
     project = f"cartflow-e2e-v1-{os.getpid()}"
-    env = {**os.environ, "COMPOSE_PROJECT_NAME": project, "EMULATOR_PORT": str(free_port()),
-           "SPARK_MASTER_UI_PORT": str(free_port()), "CARTFLOW_SPARK_IMAGE": "cartflow-spark:e2e-v1"}
+    env = {
+        **os.environ,
+        "COMPOSE_PROJECT_NAME": project,
+        "EMULATOR_PORT": str(free_port()),
+        "SPARK_MASTER_UI_PORT": str(free_port()),
+        "CARTFLOW_SPARK_IMAGE": "cartflow-spark:e2e-v1",
+    }
 
     def compose(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
         return subprocess.run([COMPOSE_V1, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
@@ -44,8 +49,13 @@ def test_compose_v1_runs_emulator_and_scaled_spark_cluster(docker_engine: str, b
         # The resource hook ran inside the emulator: the bucket exists through the published port.
         import boto3
 
-        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{env['EMULATOR_PORT']}", region_name="us-east-1",
-                          aws_access_key_id="test", aws_secret_access_key="test")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{env['EMULATOR_PORT']}",
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
         s3.head_bucket(Bucket="cartflow-data")
         ui = urllib.request.urlopen(f"http://127.0.0.1:{env['SPARK_MASTER_UI_PORT']}/json/", timeout=5).read()
         deadline = time.monotonic() + 120

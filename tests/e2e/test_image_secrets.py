@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cartflow import images
+from cartflow.infra import images
 from tests.unit.test_security import findings
 
 pytestmark = pytest.mark.e2e

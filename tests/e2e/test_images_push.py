@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cartflow import images
+from cartflow.infra import images
 from tests.conftest import require
 from tests.e2e.conftest import free_port, record_metric
 
@@ -94,7 +94,9 @@ def test_push_every_image_and_pull_back_by_digest(local_registry: str) -> None:
 def test_cli_push_prints_digests_as_json(local_registry: str) -> None:
     from typer.testing import CliRunner
 
-    result = CliRunner().invoke(images.images_app, ["push", "--registry", f"{local_registry}/cli", "--only", "services", "--quiet", "--json"])
+    result = CliRunner().invoke(
+        images.images_app, ["push", "--registry", f"{local_registry}/cli", "--only", "services", "--quiet", "--json"]
+    )
     assert result.exit_code == 0, result.output
     pushed = json.loads(result.stdout)
     assert {p["name"] for p in pushed} == {"services"}

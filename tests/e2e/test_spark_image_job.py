@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from cartflow import images
-from cartflow.models import BatchInput, RawFile
-from cartflow.views import category_kpis, order_kpis, upload_dir
+from cartflow.core.models import BatchInput, RawFile
+from cartflow.infra import images
+from cartflow.ops.views import category_kpis, order_kpis, upload_dir
 from tests.conftest import FIXTURES
 from tests.kpi_check import assert_kpis_equal_oracle
 from tests.oracle import batch_from_dir
@@ -32,8 +32,12 @@ def run_job(image: str, endpoint: str, job: str, batch: BatchInput) -> dict:  # 
         image,
         [job, "--batch", batch.model_dump_json()],
         # The task's environment on ECS: endpoint only because this "AWS" is an emulator.
-        environment={"CARTFLOW_AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test",
-                     "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"},
+        environment={
+            "CARTFLOW_AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        },
         network_mode="host",  # the emulator listens on the host's 127.0.0.1
         detach=True,
     )
@@ -49,8 +53,13 @@ def run_job(image: str, endpoint: str, job: str, batch: BatchInput) -> dict:  # 
 def test_spark_image_validates_and_transforms_a_batch_in_local_mode(spark_image: str, deps) -> None:  # type: ignore[no-untyped-def]
     keys = upload_dir(deps, FIXTURES / "valid")
     files = [RawFile.parse(deps.settings.bucket, k) for k in keys]
-    batch = BatchInput.from_files(batch_id="b0000000000001-fargate-000", group_key="fargate",
-                                  bucket=deps.settings.bucket, processing_date="2025-07-09", files=files)
+    batch = BatchInput.from_files(
+        batch_id="b0000000000001-fargate-000",
+        group_key="fargate",
+        bucket=deps.settings.bucket,
+        processing_date="2025-07-09",
+        files=files,
+    )
 
     validation = run_job(spark_image, deps.settings.aws_endpoint_url, "validate", batch)
     assert validation["status"] == "passed" and validation["batch_id"] == batch.batch_id

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from cartflow.config import Settings
+from cartflow.core.config import Settings
 from tests.timings import TIMINGS
 
 
 @pytest.fixture(scope="module")
 def spark(base_settings: Settings) -> Iterator[Any]:
     pytest.importorskip("pyspark")
-    from cartflow.jobs.session import build_spark
+    from spark.jobs.session import build_spark
 
     session = build_spark(
         base_settings.model_copy(update={"spark_master": "local[2]", "spark_shuffle_partitions": 2}), "cartflow-jobs-tests"

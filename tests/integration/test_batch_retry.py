@@ -8,13 +8,13 @@ from collections.abc import Iterator
 import pytest
 from typer.testing import CliRunner
 
-from cartflow.config import get_settings
-from cartflow.models import BatchStatus
-from cartflow.operations import RetryRefused, audit, list_batches, retry_batch, retry_command
-from cartflow.services.batches import BatchTable, Chunk
-from cartflow.services.controller import control
-from cartflow.services.deps import Deps, to_ddb
-from cartflow.services.dispatch import start_next_pending
+from cartflow.core.batch_table import BatchTable, Chunk
+from cartflow.core.config import get_settings
+from cartflow.core.deps import Deps, to_ddb
+from cartflow.core.models import BatchStatus
+from cartflow.ops.actions import RetryRefused, audit, list_batches, retry_batch, retry_command
+from services.controller import control
+from services.dispatch import start_next_pending
 
 pytestmark = pytest.mark.integration
 GROUP = "2025-07-08"
@@ -27,11 +27,23 @@ def failed_once(deps) -> Chunk:  # type: ignore[no-untyped-def]
     """A real chunk whose first execution died outside the state machine's Catch."""
     s = deps.settings
     deps.clients.s3.put_object(Bucket=s.bucket, Key=KEY, Body=b"order_id\n1\n")
-    item = {"group_key": GROUP, "batch_id": BATCH, "status": "pending", "created_at": 1_751_968_800_000,
-            "file_paths": [f"s3://{s.bucket}/{KEY}"], "file_count": 1}
+    item = {
+        "group_key": GROUP,
+        "batch_id": BATCH,
+        "status": "pending",
+        "created_at": 1_751_968_800_000,
+        "file_paths": [f"s3://{s.bucket}/{KEY}"],
+        "file_count": 1,
+    }
     deps.clients.dynamodb.put_item(TableName=s.batch_chunks_table, Item=to_ddb(item))
-    event = {"group_key": GROUP, "arrival_timestamp": 1_751_968_700, "s3_path": item["file_paths"][0],
-             "status": "batched", "batch_id": BATCH, "processed_flag": True}  # what the debouncer leaves
+    event = {
+        "group_key": GROUP,
+        "arrival_timestamp": 1_751_968_700,
+        "s3_path": item["file_paths"][0],
+        "status": "batched",
+        "batch_id": BATCH,
+        "processed_flag": True,
+    }  # what the debouncer leaves
     deps.clients.dynamodb.put_item(TableName=s.events_table, Item=to_ddb(event))
     assert start_next_pending(deps) == BATCH
     chunk = get(deps)
@@ -58,8 +70,8 @@ def get(deps: Deps) -> Chunk:
 def cli(*args: str) -> tuple[int, str]:
     import typer
 
-    from cartflow.cli_ops import audit as audit_cmd
-    from cartflow.cli_ops import batches_app
+    from cartflow.cli.ops import audit as audit_cmd
+    from cartflow.cli.ops import batches_app
 
     app = typer.Typer()
     app.add_typer(batches_app, name="batches")
@@ -99,8 +111,9 @@ def test_retry_reopens_and_the_next_run_gets_its_own_execution(deps, failed_once
 
     # The ARN write was lost: the controller must follow *this* attempt's execution, not the
     # first (ABORTED) one named after the bare batch id, or it would fail the retry at once.
-    deps.clients.dynamodb.update_item(TableName=deps.settings.batch_chunks_table, Key=chunk.key,
-                                      UpdateExpression="REMOVE execution_arn")
+    deps.clients.dynamodb.update_item(
+        TableName=deps.settings.batch_chunks_table, Key=chunk.key, UpdateExpression="REMOVE execution_arn"
+    )
     report = control(deps)
     assert report.finalized == {} and get(deps).status == "processing"
     assert get(deps).execution_arn == chunk.execution_arn  # re-recorded by the controller

@@ -16,8 +16,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_bench_runs_spark_duckdb_and_polars_and_they_agree(tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "bench", "--rows", "3000", "--engines", "duckdb,polars,spark", "--no-warmup",
-         "--json-dir", str(tmp_path), "--invalid-fraction", "0.05"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--rows",
+            "3000",
+            "--engines",
+            "duckdb,polars,spark",
+            "--no-warmup",
+            "--json-dir",
+            str(tmp_path),
+            "--invalid-fraction",
+            "0.05",
+        ],  # fmt: skip
         cwd=REPO,
         capture_output=True,
         text=True,

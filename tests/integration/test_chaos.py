@@ -27,10 +27,10 @@ from typing import Any
 
 import pytest
 
+from cartflow.core.batch_table import BatchTable
 from cartflow.local.stack import EmbeddedStack
-from cartflow.operations import audit
-from cartflow.services.batches import BatchTable
-from cartflow.views import batches, category_kpis, is_settled, ledger, order_kpis, upload_dir
+from cartflow.ops.actions import audit
+from cartflow.ops.views import batches, category_kpis, is_settled, ledger, order_kpis, upload_dir
 from tests.conftest import FIXTURES
 from tests.kpi_check import assert_kpis_equal_oracle
 from tests.oracle import batch_from_dir
@@ -132,9 +132,7 @@ def kill_spark_mid_job(monkey: Monkey, deps: Any, batch_files: set[str], rng: ra
     table = BatchTable(deps)
 
     def running() -> bool:
-        return any(
-            c.status == "processing" and c.worker_heartbeat_at and set(c.file_paths) <= batch_files for c in table.all()
-        )
+        return any(c.status == "processing" and c.worker_heartbeat_at and set(c.file_paths) <= batch_files for c in table.all())
 
     wait_for(running, 600, "the batch's Spark job to start")
     time.sleep(rng.uniform(1, 8))  # somewhere inside validate (or transform)

@@ -18,12 +18,12 @@ import pytest
 pytest.importorskip("pyspark")
 deltalake = pytest.importorskip("deltalake")
 
-from cartflow.config import Settings  # noqa: E402
-from cartflow.jobs.contracts import load_contracts  # noqa: E402
-from cartflow.jobs.rowcheck import check_files  # noqa: E402
-from cartflow.jobs.transform import KpiRows, run_transform  # noqa: E402
-from cartflow.jobs.validate import run_validation  # noqa: E402
-from cartflow.models import BatchInput, DataType, ValidationResult  # noqa: E402
+from cartflow.core.config import Settings  # noqa: E402
+from cartflow.core.models import BatchInput, DataType, ValidationResult  # noqa: E402
+from spark.jobs.contracts import load_contracts  # noqa: E402
+from spark.jobs.rowcheck import check_files  # noqa: E402
+from spark.jobs.transform import KpiRows, run_transform  # noqa: E402
+from spark.jobs.validate import run_validation  # noqa: E402
 from tests.corpus_expect import Outcome, corpus_files, mismatches, relative  # noqa: E402
 from tests.kpi_python import (  # noqa: E402
     category_kpis_by_key,
@@ -83,8 +83,7 @@ def quarantine_rows(warehouse: Path) -> list[dict[str, Any]]:
 
 def job_outcomes(result: ValidationResult, warehouse: Path) -> dict[str, Outcome]:
     outcomes = {
-        relative(f.uri): Outcome(f.status if f.status == "rejected" else "accepted", f.reason, f.valid_rows)
-        for f in result.files
+        relative(f.uri): Outcome(f.status if f.status == "rejected" else "accepted", f.reason, f.valid_rows) for f in result.files
     }
     for row in quarantine_rows(warehouse):
         outcome = outcomes[relative(row["source_file"])]
@@ -101,9 +100,7 @@ def test_the_job_words_every_reason_like_the_local_checker(run: dict[str, Any]) 
     checker = {relative(r.path): r for r in check_files(corpus_files(), load_contracts())}
     job = job_outcomes(run["result"], run["warehouse"])
     for name, report in checker.items():
-        assert (job[name].reason or "").replace("file://", "").endswith(
-            (report.reason or "").split("tests/corpus/", 1)[-1]
-        ), name
+        assert (job[name].reason or "").replace("file://", "").endswith((report.reason or "").split("tests/corpus/", 1)[-1]), name
         assert job[name].quarantined == {q.line: [v.message for v in q.violations] for q in report.quarantined}, name
 
 
@@ -115,7 +112,17 @@ def test_quarantined_rows_carry_structured_errors_file_and_line(run: dict[str, A
         assert len(row["errors"]) == len(row["reasons"]) >= 1
         for error, message in zip(row["errors"], row["reasons"]):
             assert error["rule"] in message or error["rule"] in {
-                "required", "type", "min", "max", "allowed", "pattern", "max_length", "decimals", "unique", "reference", "malformed"
+                "required",
+                "type",
+                "min",
+                "max",
+                "allowed",
+                "pattern",
+                "max_length",
+                "decimals",
+                "unique",
+                "reference",
+                "malformed",
             }
             if error["column"] is not None and error["rule"] != "unique":
                 assert message.startswith(f"{error['column']}:")

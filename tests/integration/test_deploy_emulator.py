@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from cartflow.aws import AwsClients
-from cartflow.config import Settings
-from cartflow.deploy.environment import FUNCTION_SETTINGS, JOB_SETTINGS, env_name
-from cartflow.deploy.ship import DeployRequest, deploy
-from cartflow.deploy.template import FUNCTIONS, build_template
-from cartflow.orchestrator.render import AWS_RETRY_DEFAULTS, build_definition
-from cartflow.resources import apply_resources
-from cartflow.resources.apply import load_spec, render
+from cartflow.core.aws import AwsClients
+from cartflow.core.config import Settings
+from cartflow.core.spec import load_spec, render
+from cartflow.infra import apply_resources
+from cartflow.infra.cloudformation import FUNCTIONS, build_template
+from cartflow.infra.environment import FUNCTION_SETTINGS, JOB_SETTINGS, env_name
+from cartflow.infra.ship import DeployRequest, deploy
+from orchestrator.render import AWS_RETRY_DEFAULTS, build_definition
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -69,8 +69,22 @@ def test_cli_dry_run(emulator: str) -> None:
 
     result = CliRunner().invoke(
         app,
-        ["deploy", "--stack", "cli-dry", "--region", REGION, "--dry-run", "--endpoint-url", emulator,
-         "--image-uri", f"services={SERVICES}", "--image-uri", f"spark={SPARK}", "--bucket", "cli-dry-bucket"],
+        [
+            "deploy",
+            "--stack",
+            "cli-dry",
+            "--region",
+            REGION,
+            "--dry-run",
+            "--endpoint-url",
+            emulator,
+            "--image-uri",
+            f"services={SERVICES}",
+            "--image-uri",
+            f"spark={SPARK}",
+            "--bucket",
+            "cli-dry-bucket",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "dry run" in result.output and "StateMachine" in result.output
@@ -81,8 +95,20 @@ def test_cli_rejects_an_image_without_digest(emulator: str) -> None:
 
     result = CliRunner().invoke(
         app,
-        ["deploy", "--stack", "x", "--region", REGION, "--dry-run", "--endpoint-url", emulator,
-         "--image-uri", f"services={REGISTRY}/cartflow-services:latest", "--image-uri", f"spark={SPARK}"],
+        [
+            "deploy",
+            "--stack",
+            "x",
+            "--region",
+            REGION,
+            "--dry-run",
+            "--endpoint-url",
+            emulator,
+            "--image-uri",
+            f"services={REGISTRY}/cartflow-services:latest",
+            "--image-uri",
+            f"spark={SPARK}",
+        ],
     )
     assert result.exit_code == 1
     assert "is not pinned by digest" in " ".join(result.output.split())
@@ -121,7 +147,11 @@ def _spec_table_shape(t: dict[str, Any]) -> dict[str, Any]:
         "keys": keys,
         "attributes": sorted(t["attributes"].items()),
         "indexes": sorted(
-            (i["name"], json.dumps([{"AttributeName": i["hash"], "KeyType": "HASH"}, {"AttributeName": i["range"], "KeyType": "RANGE"}]), "ALL")
+            (
+                i["name"],
+                json.dumps([{"AttributeName": i["hash"], "KeyType": "HASH"}, {"AttributeName": i["range"], "KeyType": "RANGE"}]),
+                "ALL",
+            )
             for i in t.get("indexes", [])
         ),
         "stream": t.get("stream"),
@@ -153,10 +183,10 @@ def test_queues_bucket_topics_match_the_spec(deployed: dict[str, str], clients: 
             assert stmt["Condition"]["ArnEquals"]["aws:SourceArn"] == f"arn:aws:s3:::{q['allow_s3_bucket']}"
 
     config = clients.s3.get_bucket_notification_configuration(Bucket=spec["bucket"]["name"])
-    got = [(c["QueueArn"].rsplit(":", 1)[1], c["Events"], c["Filter"]["Key"]["FilterRules"]) for c in config["QueueConfigurations"]]
-    assert got == [
-        (n["queue"], n["events"], [{"Name": "prefix", "Value": n["prefix"]}]) for n in spec["bucket"]["notifications"]
+    got = [
+        (c["QueueArn"].rsplit(":", 1)[1], c["Events"], c["Filter"]["Key"]["FilterRules"]) for c in config["QueueConfigurations"]
     ]
+    assert got == [(n["queue"], n["events"], [{"Name": "prefix", "Value": n["prefix"]}]) for n in spec["bucket"]["notifications"]]
     topics = {t["TopicArn"].rsplit(":", 1)[1] for t in clients.sns.list_topics()["Topics"]}
     assert set(spec["topics"]) <= topics
 
@@ -218,11 +248,23 @@ def test_tables_equal_what_resources_apply_creates(deployed: dict[str, str], set
     renamed = settings.model_copy(
         update={
             "region": REGION,
-            **{k: f"applied-{getattr(settings, k)}".lower() for k in ("bucket", "events_table", "batch_chunks_table",
-                                                                    "idempotency_table", "category_kpis_table",
-                                                                    "order_kpis_table", "ingest_queue", "failure_topic",
-                                                                    "success_topic", "state_machine", "validate_activity",
-                                                                    "transform_activity")},
+            **{
+                k: f"applied-{getattr(settings, k)}".lower()
+                for k in (
+                    "bucket",
+                    "events_table",
+                    "batch_chunks_table",
+                    "idempotency_table",
+                    "category_kpis_table",
+                    "order_kpis_table",
+                    "ingest_queue",
+                    "failure_topic",
+                    "success_topic",
+                    "state_machine",
+                    "validate_activity",
+                    "transform_activity",
+                )
+            },
         }
     )
     apply_resources(renamed, AwsClients(renamed))
@@ -236,8 +278,14 @@ def test_tables_equal_what_resources_apply_creates(deployed: dict[str, str], set
 def test_a_new_image_digest_updates_functions_in_place(deployed: dict[str, str], emulator: str) -> None:
     new = SERVICES.replace("a" * 64, "c" * 64)
     cs = deploy(
-        DeployRequest(stack=STACK, region=REGION, endpoint_url=emulator, dry_run=True, bucket="cartflow-it-data",
-                      image_uris={"services": new, "spark": SPARK})
+        DeployRequest(
+            stack=STACK,
+            region=REGION,
+            endpoint_url=emulator,
+            dry_run=True,
+            bucket="cartflow-it-data",
+            image_uris={"services": new, "spark": SPARK},
+        )
     )
     assert cs.change_set_type == "UPDATE"
     changes = _resource_changes(cs)

@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from cartflow.services import controller, debouncer, ingest, stream_trigger
-from cartflow.services.batches import BatchTable
-from cartflow.services.deps import Deps
+from cartflow.core.batch_table import BatchTable
+from cartflow.core.deps import Deps
+from services import controller, debouncer, ingest, stream_trigger
 from tests.replay import StreamTap, executions, invoke, queue_url, receive_all, snapshot, sqs_records
 
 pytestmark = pytest.mark.integration
@@ -31,8 +31,20 @@ def settings(settings):  # type: ignore[no-untyped-def]
 
 
 def notification(bucket: str, key: str, when: str, sequencer: str) -> str:
-    return json.dumps({"Records": [{"eventName": "ObjectCreated:Put", "eventTime": when, "s3": {
-        "bucket": {"name": bucket}, "object": {"key": key, "size": 3, "eTag": f"e-{sequencer}", "sequencer": sequencer}}}]})
+    return json.dumps(
+        {
+            "Records": [
+                {
+                    "eventName": "ObjectCreated:Put",
+                    "eventTime": when,
+                    "s3": {
+                        "bucket": {"name": bucket},
+                        "object": {"key": key, "size": 3, "eTag": f"e-{sequencer}", "sequencer": sequencer},
+                    },
+                }
+            ]
+        }
+    )
 
 
 def tables(deps: Deps) -> tuple[str, str]:
@@ -49,7 +61,9 @@ def test_every_event_delivered_three_times_gives_one_chunk_per_file_set(deps) ->
         s3.put_object(Bucket=s.bucket, Key=key, Body=b"id\n1\n")
     url = queue_url(deps, s.ingest_queue)
     for n, key in enumerate(("raw/orders/old1.csv", "raw/orders/old2.csv")):
-        deps.clients.sqs.send_message(QueueUrl=url, MessageBody=notification(s.bucket, key, "2025-07-08T10:00:0%dZ" % n, f"0A{n}"))
+        deps.clients.sqs.send_message(
+            QueueUrl=url, MessageBody=notification(s.bucket, key, "2025-07-08T10:00:0%dZ" % n, f"0A{n}")
+        )
     records = sqs_records(deps, receive_all(deps, url, expected=7, delete=True))
 
     snapshots = []
@@ -67,8 +81,7 @@ def test_every_event_delivered_three_times_gives_one_chunk_per_file_set(deps) ->
     time.sleep(max(0.0, deadline - time.time() + 0.2))
     created: list[list[str]] = []
     threads = [  # each with its own clients, like separate Lambda containers
-        threading.Thread(target=lambda: created.append(debouncer.close_quiet_groups(Deps.from_settings(s))))
-        for _ in range(TIMES)
+        threading.Thread(target=lambda: created.append(debouncer.close_quiet_groups(Deps.from_settings(s)))) for _ in range(TIMES)
     ]
     for t in threads:
         t.start()

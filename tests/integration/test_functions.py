@@ -7,12 +7,12 @@ import time
 
 import pytest
 
+from cartflow.core.batch_table import BatchTable
 from cartflow.local.functions import build_source
-from cartflow.services.batches import BatchTable
-from cartflow.services.controller import control
-from cartflow.services.debouncer import close_quiet_groups, unbatched_events
-from cartflow.services.dispatch import start_next_pending
-from cartflow.views import files, scan
+from cartflow.ops.views import files, scan
+from services.controller import control
+from services.debouncer import close_quiet_groups, unbatched_events
+from services.dispatch import start_next_pending
 
 pytestmark = pytest.mark.integration
 
@@ -53,8 +53,15 @@ def test_ingest_records_each_upload_once_and_rejects_unknown_keys(deps) -> None:
 
 
 def _notification(bucket: str, key: str) -> dict:  # type: ignore[type-arg]
-    return {"Records": [{"eventName": "ObjectCreated:Put", "eventTime": "2025-07-08T10:00:00.000Z",
-                         "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 11, "eTag": "e1", "sequencer": "0A1"}}}]}
+    return {
+        "Records": [
+            {
+                "eventName": "ObjectCreated:Put",
+                "eventTime": "2025-07-08T10:00:00.000Z",
+                "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 11, "eTag": "e1", "sequencer": "0A1"}},
+            }
+        ]
+    }
 
 
 def test_debouncer_batches_quiet_groups_once(deps) -> None:  # type: ignore[no-untyped-def]

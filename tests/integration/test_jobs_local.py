@@ -13,11 +13,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +25,15 @@ deltalake = pytest.importorskip("deltalake")
 
 from pyspark.sql import SparkSession  # noqa: E402
 
-
-from cartflow.config import Settings  # noqa: E402
-from cartflow.jobs.transform import DynamoKpiSink, KpiRows, run_transform  # noqa: E402
-from cartflow.jobs.validate import run_validation  # noqa: E402
-from cartflow.models import BatchInput  # noqa: E402
+from cartflow.core.config import Settings  # noqa: E402
+from cartflow.core.models import BatchInput  # noqa: E402
+from spark.jobs.transform import DynamoKpiSink, KpiRows, run_transform  # noqa: E402
+from spark.jobs.validate import run_validation  # noqa: E402
 from tests import kpi_python  # noqa: E402
 from tests.kpi_python import category_kpis_by_key, order_kpis_by_date, python_category_kpis, python_order_kpis  # noqa: E402
 from tests.timings import TIMINGS  # noqa: E402
 
 pytestmark = pytest.mark.integration
-
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -86,9 +81,7 @@ class Lake:
         return path.as_uri()
 
     def batch(self, batch_id: str, **paths: list[str]) -> BatchInput:
-        return BatchInput(
-            batch_id=batch_id, group_key="g", bucket="cartflow-test", processing_date="2025-07-08", **paths
-        )
+        return BatchInput(batch_id=batch_id, group_key="g", bucket="cartflow-test", processing_date="2025-07-08", **paths)
 
     def validate(self, batch: BatchInput):  # type: ignore[no-untyped-def]
         started = time.perf_counter()
@@ -121,7 +114,19 @@ def lake(tmp_path: Path, spark: SparkSession, settings: Settings) -> Lake:
 # ----------------------------------------------------------------------------- test data
 
 ORDERS_H = ["order_id", "user_id", "status", "gender", "created_at", "returned_at", "shipped_at", "delivered_at", "num_of_item"]
-ITEMS_H = ["id", "order_id", "user_id", "product_id", "inventory_item_id", "status", "created_at", "shipped_at", "delivered_at", "returned_at", "sale_price"]
+ITEMS_H = [
+    "id",
+    "order_id",
+    "user_id",
+    "product_id",
+    "inventory_item_id",
+    "status",
+    "created_at",
+    "shipped_at",
+    "delivered_at",
+    "returned_at",
+    "sale_price",
+]
 PRODUCTS_H = ["id", "cost", "category", "name", "brand", "retail_price", "department", "sku", "distribution_center_id"]
 LINES_H = ["order_id", "customer_id", "order_date", "category", "product_id", "quantity", "unit_price", "returned"]
 
@@ -431,9 +436,7 @@ def test_kpis_match_a_plain_python_computation(lake: Lake) -> None:
     expected = python_order_kpis(everything)
     assert order_kpis_by_date(sink.writes[1]) == {d: expected[d] for d in second.order_dates}
     expected_categories = python_category_kpis(everything)
-    assert category_kpis_by_key(sink.writes[1]) == {
-        k: v for k, v in expected_categories.items() if k[1] in second.order_dates
-    }
+    assert category_kpis_by_key(sink.writes[1]) == {k: v for k, v in expected_categories.items() if k[1] in second.order_dates}
     # Sanity of the hand-made data: namespacing keeps flat ORD124 and t:... apart, rounding is half-up.
     assert expected["2025-07-06"]["total_orders"] == 4
     assert all(isinstance(v, Decimal) for r in sink.writes[1].order_rows for k, v in r.items() if k != "order_date")
@@ -503,7 +506,7 @@ def dynamo_settings(monkeypatch: pytest.MonkeyPatch, emulator: str) -> Settings:
         category_kpis_table=f"CategoryKPIs-{suffix}",
         order_kpis_table=f"OrderKPIs-{suffix}",
     )
-    from cartflow.aws import AwsClients
+    from cartflow.core.aws import AwsClients
 
     ddb = AwsClients(settings).dynamodb
     ddb.create_table(
@@ -535,7 +538,7 @@ def dynamo_settings(monkeypatch: pytest.MonkeyPatch, emulator: str) -> Settings:
 
 
 def test_dynamodb_sink_puts_full_items_and_deletes_vanished_categories(lake: Lake, dynamo_settings: Settings) -> None:
-    from cartflow.aws import AwsClients
+    from cartflow.core.aws import AwsClients
 
     lake.settings = dynamo_settings
     sink = DynamoKpiSink(dynamo_settings)
@@ -580,6 +583,6 @@ def test_dynamodb_sink_puts_full_items_and_deletes_vanished_categories(lake: Lak
     ],
 )
 def test_cli_rejects_bad_input_with_exit_2(args: list[str], message: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "cartflow.jobs", *args], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "spark.jobs", *args], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from cartflow.aws import AwsClients
-from cartflow.config import Settings
+from cartflow.core.aws import AwsClients
+from cartflow.core.config import Settings
 from cartflow.local.emulator import free_port, start_emulator
 from cartflow.local.lambda_context import LocalFunction
 from cartflow.local.liveness import is_alive
@@ -85,9 +85,7 @@ class Recorder:
 # --- SQS ----------------------------------------------------------------------------------------
 def _queue(clients: AwsClients, visibility_timeout: int) -> tuple[str, str, str]:
     name = _name("q")
-    url = clients.sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility_timeout)})[
-        "QueueUrl"
-    ]
+    url = clients.sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility_timeout)})["QueueUrl"]
     arn = clients.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     return name, url, arn
 
@@ -214,9 +212,7 @@ def _put(clients: AwsClients, table: str, pk: str, v: int) -> None:
     clients.dynamodb.put_item(TableName=table, Item={"pk": {"S": pk}, "v": {"N": str(v)}})
 
 
-def _stream_source(
-    settings: Settings, clients: AwsClients, table: str, handler: Recorder, **kw: Any
-) -> DynamoDBStreamSource:
+def _stream_source(settings: Settings, clients: AwsClients, table: str, handler: Recorder, **kw: Any) -> DynamoDBStreamSource:
     kw.setdefault("poll_interval_s", 0.1)
     kw.setdefault("retry_backoff_s", 0.05)
     return DynamoDBStreamSource(LocalFunction("events-fn", handler, settings), clients, table, **kw)
@@ -370,9 +366,7 @@ def test_table_recreated_while_down_drains_old_stream_first(settings: Settings, 
 # --- Schedule ------------------------------------------------------------------------------------------
 def test_schedule_fires_about_n_times(settings: Settings) -> None:
     events: list[dict[str, Any]] = []
-    source = ScheduleSource(
-        LocalFunction("debouncer", lambda e, c: events.append(e), settings), settings, interval_s=0.25
-    )
+    source = ScheduleSource(LocalFunction("debouncer", lambda e, c: events.append(e), settings), settings, interval_s=0.25)
     stop = threading.Event()
     thread = threading.Thread(target=source.run, args=(stop,))
     thread.start()

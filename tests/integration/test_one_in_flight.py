@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent
 
-from cartflow.services.batches import BatchTable
-from cartflow.services.controller import control
-from cartflow.services.deps import Deps, scan_items, to_ddb, values
-from cartflow.services.stream_trigger import handle_stream
+from cartflow.core.batch_table import BatchTable
+from cartflow.core.deps import Deps, scan_items, to_ddb, values
+from services.controller import control
+from services.stream_trigger import handle_stream
 from tests.replay import StreamTap, executions
 
 pytestmark = pytest.mark.integration
@@ -32,8 +32,14 @@ def put_pending(deps: Deps, n: int, day: str, t0: int) -> list[str]:
     ids = []
     for i in range(n):
         batch_id = f"b{t0 + i:013d}-{day}-000"
-        item = {"group_key": day, "batch_id": batch_id, "status": "pending", "created_at": t0 + i,
-                "file_paths": [f"s3://{deps.settings.bucket}/raw/orders/{day}-{i}.csv"], "file_count": 1}
+        item = {
+            "group_key": day,
+            "batch_id": batch_id,
+            "status": "pending",
+            "created_at": t0 + i,
+            "file_paths": [f"s3://{deps.settings.bucket}/raw/orders/{day}-{i}.csv"],
+            "file_count": 1,
+        }
         deps.clients.dynamodb.put_item(TableName=deps.settings.batch_chunks_table, Item=to_ddb(item))
         ids.append(batch_id)
     return ids
@@ -122,8 +128,11 @@ def test_ten_concurrent_dispatchers_never_run_two_batches(deps) -> None:  # type
 
     # The chunks' own timestamps: each claim happened after the previous chunk finished.
     chunks = sorted(table.all(), key=lambda c: c.processing_started_at or 0)
-    finished = {i["batch_id"]: int(i["finished_at"]) for i in scan_items(deps.clients.dynamodb, s.batch_chunks_table)
-                if i["group_key"] != "#lock"}
+    finished = {
+        i["batch_id"]: int(i["finished_at"])
+        for i in scan_items(deps.clients.dynamodb, s.batch_chunks_table)
+        if i["group_key"] != "#lock"
+    }
     for prev, nxt in zip(chunks, chunks[1:]):
         assert nxt.processing_started_at is not None and nxt.processing_started_at >= finished[prev.batch_id]
     assert sorted(e["name"] for e in executions(deps)) == sorted(ids), "one execution per chunk"

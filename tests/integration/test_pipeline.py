@@ -15,14 +15,13 @@ import pytest
 import yaml
 
 from cartflow.local.stack import EmbeddedStack
-from cartflow.views import batches, category_kpis, files, is_settled, order_kpis, upload_dir
+from cartflow.ops.views import batches, category_kpis, files, is_settled, order_kpis, upload_dir
 from tests.conftest import FIXTURES, subscribe_queue
 from tests.kpi_check import assert_kpis_equal_oracle as check_kpis
 from tests.oracle import batch_from_dir
 
 pytestmark = pytest.mark.integration
 MAX_SHARE = 0.9
-
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +129,14 @@ def test_invalid_rows_are_quarantined_with_reasons_and_the_batch_completes(deps,
     for dataset in ("orders", "order_items", "products", "order_lines"):
         for r in delta_rows(deps, f"quarantine/{dataset}"):
             assert r["batch_id"] == latest.batch_id
-            quarantined.append((r["source_file"].rsplit("/", 2)[-2] + "/" + r["source_file"].rsplit("/", 1)[-1], r["reason"], r["line_number"]))
+            quarantined.append(
+                (r["source_file"].rsplit("/", 2)[-2] + "/" + r["source_file"].rsplit("/", 1)[-1], r["reason"], r["line_number"])
+            )
     assert len(quarantined) == len(expected)
     for row in expected:
-        assert any(f == row["file"] and line == row["line"] and reason.startswith(row["reason"]) for f, reason, line in quarantined), row
+        assert any(
+            f == row["file"] and line == row["line"] and reason.startswith(row["reason"]) for f, reason, line in quarantined
+        ), row
 
     # The semicolon file was rejected as a whole, archived under rejected/, the others under processed/.
     rejected_key = "raw/orders/orders_semicolon.csv"
@@ -184,6 +187,4 @@ def test_a_batch_over_the_quarantine_threshold_fails_with_a_notice_and_is_not_ar
         "orders_missing_columns.csv": "rejected",
         "order_lines_all_invalid.csv": "accepted",
     }
-    assert_kpis_equal_oracle(
-        deps, [batch_from_dir(FIXTURES / d) for d in ("valid", "invalid", "recategorize", "broken")]
-    )
+    assert_kpis_equal_oracle(deps, [batch_from_dir(FIXTURES / d) for d in ("valid", "invalid", "recategorize", "broken")])

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from cartflow.local.stack import EmbeddedStack
-from cartflow.operations import audit
-from cartflow.services import controller, debouncer, stream_trigger
-from cartflow.views import batches, files, is_settled, upload_dir
+from cartflow.ops.actions import audit
+from cartflow.ops.views import batches, files, is_settled, upload_dir
+from services import controller, debouncer, stream_trigger
 from tests.conftest import FIXTURES
 from tests.replay import StreamTap, executions, invoke, queue_url, receive_all, snapshot
 
@@ -100,11 +100,16 @@ def test_replaying_every_event_three_times_and_rerunning_the_execution_changes_n
     # state machine's CheckCurrent guard ends it before any job, write, archive or alert.
     reruns = []
     for i in range(1, TIMES + 1):
-        arn = deps.clients.sfn.start_execution(stateMachineArn=s.state_machine_arn, name=f"{original['name']}-replay{i}",
-                                               input=run_input)["executionArn"]
+        arn = deps.clients.sfn.start_execution(
+            stateMachineArn=s.state_machine_arn, name=f"{original['name']}-replay{i}", input=run_input
+        )["executionArn"]
         reruns.append(arn)
-    wait_for(lambda: all(deps.clients.sfn.describe_execution(executionArn=a)["status"] != "RUNNING" for a in reruns),
-             600, "the re-run executions", stack)
+    wait_for(
+        lambda: all(deps.clients.sfn.describe_execution(executionArn=a)["status"] != "RUNNING" for a in reruns),
+        600,
+        "the re-run executions",
+        stack,
+    )
     wait_for(lambda: queue_empty(deps, ingest_url), 120, "ingest to drain the replayed notifications", stack)
     time.sleep(s.debounce_seconds + 2 * s.debouncer_interval_seconds + 1)  # a new event would be batched by now
 

@@ -16,8 +16,8 @@ import pytest
 from deltalake import DeltaTable, QueryBuilder
 from pyspark.sql import DataFrame, SparkSession
 
-from cartflow.config import Settings
-from cartflow.jobs.session import build_spark, spark_conf, to_spark_uri
+from cartflow.core.config import Settings
+from spark.jobs.session import build_spark, spark_conf, to_spark_uri
 
 DUMMY_CREDS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 REGION = "us-east-1"
@@ -174,9 +174,7 @@ def test_delta_roundtrip_spark_and_delta_rs(spark: SparkSession, settings: Setti
 
 
 @pytest.mark.integration
-def test_replace_where_on_batch_id_keeps_other_batches(
-    spark: SparkSession, settings: Settings, bucket: str
-) -> None:
+def test_replace_where_on_batch_id_keeps_other_batches(spark: SparkSession, settings: Settings, bucket: str) -> None:
     uri = to_spark_uri(settings.s3_uri("validated/replace_where"))
     spark.createDataFrame(ROWS, COLUMNS).write.format("delta").partitionBy("order_date").save(uri)
 

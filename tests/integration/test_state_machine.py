@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from cartflow.aws import AwsClients
-from cartflow.config import Settings
-from cartflow.models import BatchInput, RawFile, TableResult, TransformResult, ValidationResult
+from cartflow.core.aws import AwsClients
+from cartflow.core.config import Settings
+from cartflow.core.models import BatchInput, RawFile, TableResult, TransformResult, ValidationResult
 from cartflow.local.spark_runner import SparkRunner
-from cartflow.orchestrator.render import build_definition, params_from_settings
+from orchestrator.render import build_definition, params_from_settings
 
 pytestmark = pytest.mark.integration
 
@@ -196,9 +196,9 @@ def _chunk(stack: Stack, batch: BatchInput) -> dict[str, Any]:
 
 
 def _lock(stack: Stack) -> dict[str, Any]:
-    return stack.clients.dynamodb.get_item(
-        TableName=stack.settings.batch_chunks_table, Key=LOCK_KEY, ConsistentRead=True
-    ).get("Item", {})
+    return stack.clients.dynamodb.get_item(TableName=stack.settings.batch_chunks_table, Key=LOCK_KEY, ConsistentRead=True).get(
+        "Item", {}
+    )
 
 
 def _notice(stack: Stack, queue_url: str, batch_id: str, timeout: float = 10.0) -> dict[str, Any]:
@@ -239,7 +239,14 @@ def test_success_archives_marks_done_releases_lock_and_notifies(stack: Stack, jo
 
     assert desc["status"] == "SUCCEEDED", desc
     assert _path(stack, desc) == [
-        "CheckCurrent", "Validate", "CheckValidation", "Transform", "ArchiveRawFiles", "DeleteRawFiles", "MarkDone", "ReleaseLock",
+        "CheckCurrent",
+        "Validate",
+        "CheckValidation",
+        "Transform",
+        "ArchiveRawFiles",
+        "DeleteRawFiles",
+        "MarkDone",
+        "ReleaseLock",
         "NotifySuccess",
     ]
     output = json.loads(desc["output"])
@@ -266,8 +273,14 @@ def test_validation_failed_notifies_marks_failed_and_keeps_raw_files(stack: Stac
 
     assert desc["status"] == "FAILED", desc
     assert _path(stack, desc) == [
-        "CheckCurrent", "Validate", "CheckValidation", "ValidationRejected", "NotifyFailure", "MarkFailed",
-        "ReleaseLockAfterFailure", "BatchFailed",
+        "CheckCurrent",
+        "Validate",
+        "CheckValidation",
+        "ValidationRejected",
+        "NotifyFailure",
+        "MarkFailed",
+        "ReleaseLockAfterFailure",
+        "BatchFailed",
     ]
     assert desc.get("error") == "cartflow.BatchFailed"
     assert desc.get("cause") == f"batch {batch.batch_id} failed at Validate: cartflow.ValidationFailed"
@@ -305,8 +318,15 @@ def test_transform_failing_is_retried_then_takes_the_failure_path(
 
     assert desc["status"] == "FAILED", desc
     assert _path(stack, desc) == [
-        "CheckCurrent", "Validate", "CheckValidation", "Transform", "TransformFailed", "NotifyFailure", "MarkFailed",
-        "ReleaseLockAfterFailure", "BatchFailed",
+        "CheckCurrent",
+        "Validate",
+        "CheckValidation",
+        "Transform",
+        "TransformFailed",
+        "NotifyFailure",
+        "MarkFailed",
+        "ReleaseLockAfterFailure",
+        "BatchFailed",
     ]
     assert sfn.deliveries[transform_arn] - before == 1 + stack.settings.job_retry_max_attempts
     notice = _notice(stack, stack.failure_queue_url, batch.batch_id)
@@ -374,7 +394,12 @@ def test_failed_copy_leaves_every_raw_file_in_place(stack: Stack, jobs: StubJobs
 
     assert desc["status"] == "FAILED", desc
     assert _path(stack, desc)[4:] == [
-        "ArchiveRawFiles", "ArchiveFailed", "NotifyFailure", "MarkFailed", "ReleaseLockAfterFailure", "BatchFailed"
+        "ArchiveRawFiles",
+        "ArchiveFailed",
+        "NotifyFailure",
+        "MarkFailed",
+        "ReleaseLockAfterFailure",
+        "BatchFailed",
     ]
     notice = _notice(stack, stack.failure_queue_url, batch.batch_id)
     assert notice["failure"]["step"] == "ArchiveRawFiles"
@@ -431,9 +456,7 @@ def test_aws_job_states_data_flow_with_stubbed_ecs_and_s3(stack: Stack, jobs: St
         (ecs_arn, lambda p: {"Tasks": [{"LastStatus": "STOPPED"}]}, ecs_calls),
         (s3_arn, lambda p: {"Body": documents[p["Key"]], "ContentType": "application/json"}, s3_calls),
     ):
-        threading.Thread(
-            target=_fake_worker, args=(c.client("stepfunctions"), arn, respond, seen), daemon=True
-        ).start()
+        threading.Thread(target=_fake_worker, args=(c.client("stepfunctions"), arn, respond, seen), daemon=True).start()
 
     desc = _run(stack, batch, sm_arn)
     assert desc["status"] == "SUCCEEDED", desc
@@ -444,7 +467,7 @@ def test_aws_job_states_data_flow_with_stubbed_ecs_and_s3(stack: Stack, jobs: St
 
     assert [call["Key"] for call in s3_calls] == list(documents)
     commands = [call["Overrides"]["ContainerOverrides"][0]["Command"] for call in ecs_calls]
-    # Arguments to the Spark image's ENTRYPOINT (python -m cartflow.jobs).
+    # Arguments to the Spark image's ENTRYPOINT (python -m spark.jobs).
     assert [cmd[:2] for cmd in commands] == [["validate", "--batch"], ["transform", "--batch"]]
     # The job gets the batch without its archive list (ECS caps overrides at 8 KiB).
     assert all(BatchInput.model_validate_json(cmd[2]) == batch.model_copy(update={"archive": []}) for cmd in commands)

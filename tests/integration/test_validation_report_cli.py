@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cartflow.cli import app
-from cartflow.config import get_settings
-from cartflow.models import FileOutcome, TableResult, ValidationResult
+from cartflow.core.config import get_settings
+from cartflow.core.models import FileOutcome, TableResult, ValidationResult
 
 pytestmark = pytest.mark.integration
 
@@ -35,15 +35,30 @@ def test_batches_show_renders_counts_rules_files_and_reasons(deps, cli_env) -> N
         max_quarantined_share=0.5,
         tables={
             "order_lines": TableResult(
-                contract_version=1, files=1, rejected_files=1, input_rows=4, valid_rows=3, quarantined_rows=1,
+                contract_version=1,
+                files=1,
+                rejected_files=1,
+                input_rows=4,
+                valid_rows=3,
+                quarantined_rows=1,
                 reasons={"quantity: below minimum 1": 1},
             )  # fmt: skip
         },
         files=[
-            FileOutcome(uri=f"s3://{bucket}/raw/order_lines/a.csv", dataset="order_lines", status="accepted",
-                        rows=4, valid_rows=3, quarantined_rows=1),
-            FileOutcome(uri=f"s3://{bucket}/raw/order_lines/b.csv", dataset="order_lines", status="rejected",
-                        reason="file starts with a UTF-8 byte-order mark (BOM)"),
+            FileOutcome(
+                uri=f"s3://{bucket}/raw/order_lines/a.csv",
+                dataset="order_lines",
+                status="accepted",
+                rows=4,
+                valid_rows=3,
+                quarantined_rows=1,
+            ),
+            FileOutcome(
+                uri=f"s3://{bucket}/raw/order_lines/b.csv",
+                dataset="order_lines",
+                status="rejected",
+                reason="file starts with a UTF-8 byte-order mark (BOM)",
+            ),
         ],  # fmt: skip
     )
     deps.clients.s3.put_object(Bucket=bucket, Key="validation_output/b-show-1.json", Body=result.model_dump_json())

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from cartflow.services.batches import BatchTable
-from cartflow.services.controller import control
+from cartflow.core.batch_table import BatchTable
+from services.controller import control
 from tests.conftest import subscribe_queue
 
 pytestmark = pytest.mark.integration
@@ -92,14 +92,17 @@ def test_a_silent_worker_gets_its_batch_rerun_then_failed_with_a_notice(deps) ->
     assert table.lock_holder()[0] is None
     deadline, bodies = time.monotonic() + 15, []
     while time.monotonic() < deadline and not bodies:
-        bodies = [json.loads(m["Body"]) for m in deps.clients.sqs.receive_message(QueueUrl=notices, WaitTimeSeconds=2).get("Messages", [])]
+        bodies = [
+            json.loads(m["Body"])
+            for m in deps.clients.sqs.receive_message(QueueUrl=notices, WaitTimeSeconds=2).get("Messages", [])
+        ]
     [notice] = [b for b in bodies if b["batch_id"] == "wd-1"]
     assert notice["failure"]["error"]["Error"] == "cartflow.WorkerLost"
     assert notice["retry_command"] == "cartflow batches retry wd-1"
 
 
 def test_the_watchdog_stays_off_on_aws(deps) -> None:  # type: ignore[no-untyped-def]
-    from cartflow.services.deps import Deps
+    from cartflow.core.deps import Deps
 
     aws = Deps.from_settings(deps.settings.model_copy(update={"state_machine_target": "aws"}))
     put_pending_chunk(deps, "wd-2")

@@ -5,19 +5,27 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from cartflow.config import Settings
-from cartflow.operations import retry_command
-from cartflow.services.batches import Chunk
-from cartflow.services.controller import ControllerReport, reconcile_processing
-from cartflow.services.deps import Deps
-from cartflow.services.dispatch import MAX_EXECUTION_NAME, execution_arn, execution_name
+from cartflow.core.batch_table import Chunk
+from cartflow.core.config import Settings
+from cartflow.core.deps import Deps
+from cartflow.ops.actions import retry_command
+from services.controller import ControllerReport, reconcile_processing
+from services.dispatch import MAX_EXECUTION_NAME, execution_arn, execution_name
 
 BATCH = "b1751968800000-2025-07-08-000"
 
 
 def chunk(attempt: int = 0, arn: str | None = None, batch_id: str = BATCH) -> Chunk:
-    return Chunk("2025-07-08", batch_id, "processing", 1, ["s3://b/raw/orders/o.csv"], execution_arn=arn,
-                 processing_started_at=1, attempt=attempt)
+    return Chunk(
+        "2025-07-08",
+        batch_id,
+        "processing",
+        1,
+        ["s3://b/raw/orders/o.csv"],
+        execution_arn=arn,
+        processing_started_at=1,
+        attempt=attempt,
+    )
 
 
 def test_execution_names_are_unique_per_attempt_and_fit_the_limit() -> None:
@@ -35,7 +43,7 @@ def test_attempt_is_read_from_the_item() -> None:
 
 
 class Sfn:
-    class exceptions:  # noqa: N801 - boto3's shape
+    class exceptions:
         ExecutionDoesNotExist = KeyError
 
     def __init__(self, statuses: dict[str, str]) -> None:

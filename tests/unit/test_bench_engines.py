@@ -12,13 +12,13 @@ import pytest
 
 pytest.importorskip("polars")
 
-from bench import engine_polars  # noqa: E402
-from bench.__main__ import compare, parse_size, size_label  # noqa: E402
-from bench.engine_duckdb import Engine  # noqa: E402
-from cartflow.fixturegen import generate  # noqa: E402
+from bench import engine_polars
+from bench.__main__ import compare, parse_size, size_label
+from bench.engine_duckdb import Engine
+from cartflow.local.fixturegen import generate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import oracle  # noqa: E402
+import oracle
 
 
 def _duckdb(batch: dict[str, list[Path]]) -> dict:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from cartflow.jobs.contracts import Column, Contract, ContractError, load_contracts, parse_contract
-from cartflow.models import DataType
+from cartflow.core.models import DataType
+from spark.jobs.contracts import Column, Contract, ContractError, load_contracts, parse_contract
 
 
 def _doc(**overrides: Any) -> dict[str, Any]:
@@ -94,9 +94,7 @@ def test_reference_to_unknown_dataset_is_rejected(tmp_path: Path) -> None:
 
 
 def test_reference_must_target_the_referenced_key(tmp_path: Path) -> None:
-    (tmp_path / "things.yaml").write_text(
-        yaml.safe_dump(_doc(references=[{"column": "id", "dataset": "owners", "key": "name"}]))
-    )
+    (tmp_path / "things.yaml").write_text(yaml.safe_dump(_doc(references=[{"column": "id", "dataset": "owners", "key": "name"}])))
     (tmp_path / "owners.yaml").write_text(yaml.safe_dump(_doc(dataset="owners")))
     with pytest.raises(ContractError, match="not the key of owners"):
         load_contracts(tmp_path)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import time
 
-from cartflow.jobs.contracts import load_contracts
-from cartflow.jobs.rowcheck import check_files
+from spark.jobs.contracts import load_contracts
+from spark.jobs.rowcheck import check_files
 from tests.corpus_expect import Outcome, corpus_files, expected, mismatches, relative
 
 

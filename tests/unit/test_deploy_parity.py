@@ -1,7 +1,7 @@
 """Local (docker-compose.yml) and AWS (the CloudFormation template) give the functions and the
 Spark jobs the same configuration, and run the same entry points of the same images.
 
-The lists live in cartflow/deploy/environment.py; here they are checked against the code that
+The lists live in cartflow/infra/environment.py; here they are checked against the code that
 reads settings (an AST scan), against docker-compose.yml and against the template.
 """
 
@@ -17,24 +17,28 @@ from typing import Any
 import pytest
 import yaml
 
-from cartflow.config import Settings
-from cartflow.deploy.environment import FROM_SPARK_IMAGE, FUNCTION_SETTINGS, JOB_SETTINGS, NOT_ON_AWS, env_name
-from cartflow.deploy.template import FUNCTIONS, build_template
+from cartflow.core.config import Settings
+from cartflow.infra.cloudformation import FUNCTIONS, build_template
+from cartflow.infra.environment import FROM_SPARK_IMAGE, FUNCTION_SETTINGS, JOB_SETTINGS, NOT_ON_AWS, env_name
 from tests.cfn_resolve import resolve, sample_values
 
 REPO = Path(__file__).resolve().parents[2]
 FIELDS = set(Settings.model_fields)
-FUNCTION_SOURCES = [*sorted((REPO / "services").glob("*.py")), REPO / "cartflow/aws.py", REPO / "cartflow/lambda_runtime.py"]
-JOB_SOURCES = [*sorted((REPO / "spark/jobs").rglob("*.py")), REPO / "cartflow/aws.py"]
+FUNCTION_SOURCES = [*sorted((REPO / "services").glob("*.py")), REPO / "cartflow/core/aws.py", REPO / "services/lambda_runtime.py"]
+JOB_SOURCES = [*sorted((REPO / "spark/jobs").rglob("*.py")), REPO / "cartflow/core/aws.py"]
 COMPOSE_FUNCTIONS = ("ingest", "debouncer", "stream-trigger", "controller")
 
 
 def _derived_fields() -> dict[str, set[str]]:
     """Settings methods/properties -> the fields they read (``self.x``), transitively."""
-    tree = ast.parse((REPO / "cartflow/config.py").read_text())
+    tree = ast.parse((REPO / "cartflow/core/config.py").read_text())
     (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Settings"]
     uses = {
-        fn.name: {n.attr for n in ast.walk(fn) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self"}
+        fn.name: {
+            n.attr
+            for n in ast.walk(fn)
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self"
+        }
         for fn in cls.body
         if isinstance(fn, ast.FunctionDef)
     }
@@ -162,7 +166,9 @@ def test_template_values_resolve_to_the_deployment(template: dict[str, Any]) -> 
     values = sample_values(template, {"BucketName": "b-1"})
     env = resolve(template["Resources"]["IngestFunction"]["Properties"]["Environment"]["Variables"], values)
     assert (env["CARTFLOW_REGION"], env["CARTFLOW_ACCOUNT_ID"], env["CARTFLOW_BUCKET"]) == (
-        values["AWS::Region"], values["AWS::AccountId"], "b-1"
+        values["AWS::Region"],
+        values["AWS::AccountId"],
+        "b-1",
     )
     s = Settings()
     assert env["CARTFLOW_EVENTS_TABLE"] == s.events_table
@@ -179,12 +185,12 @@ def _entrypoint(dockerfile: Path) -> list[str]:
 
 def test_spark_task_runs_the_job_cli_as_the_e2e_test_does(template: dict[str, Any]) -> None:
     """ECS appends the state machine's command to the image's ENTRYPOINT."""
-    from cartflow.jobs.__main__ import parse_args
+    from spark.jobs.__main__ import parse_args
 
     values = sample_values(template, {"SubnetIds": ["subnet-a"]})
     definition = json.loads(resolve(template["Resources"]["StateMachine"]["Properties"]["DefinitionString"], values))
     entry = _entrypoint(REPO / "spark/Dockerfile")
-    assert entry == ["python", "-m", "cartflow.jobs"]
+    assert entry == ["python", "-m", "spark.jobs"]
     for job in ("Validate", "Transform"):
         run = definition["States"][job]["Branches"][0]["States"][f"{job}RunTask"]
         command = run["Parameters"]["Overrides"]["ContainerOverrides"][0]["Command.$"]
@@ -196,5 +202,5 @@ def test_spark_task_runs_the_job_cli_as_the_e2e_test_does(template: dict[str, An
 
 def test_services_image_can_run_the_lambda_entrypoint() -> None:
     dockerfile = (REPO / "services/Dockerfile").read_text()
-    assert "COPY cartflow ./cartflow" in dockerfile  # cartflow.lambda_runtime is in the image
+    assert "COPY cartflow ./cartflow" in dockerfile  # services.lambda_runtime is in the image
     assert re.search(r"PATH=/opt/venv/bin:\$PATH", dockerfile)  # `python` is the venv's, with every dependency

@@ -1,4 +1,4 @@
-"""cartflow/deploy/template.py: the CloudFormation template is lint-clean and is the resource spec."""
+"""cartflow/infra/cloudformation.py: the CloudFormation template is lint-clean and is the resource spec."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from cartflow.config import Settings
-from cartflow.deploy import template as tpl
-from cartflow.deploy.template import FUNCTIONS, MAX_TEMPLATE_BODY_BYTES, TemplateOptions, build_template, template_body
-from cartflow.orchestrator.render import AWS_RETRY_DEFAULTS, build_definition
-from cartflow.resources import iam
-from cartflow.resources.apply import load_spec, render
+from cartflow.core.config import Settings
+from cartflow.core.spec import load_spec, render
+from cartflow.infra import cloudformation as tpl
+from cartflow.infra import iam
+from cartflow.infra.cloudformation import FUNCTIONS, MAX_TEMPLATE_BODY_BYTES, TemplateOptions, build_template, template_body
+from orchestrator.render import AWS_RETRY_DEFAULTS, build_definition
 from tests.cfn_resolve import ACCOUNT, REGION, resolve, sample_values
 
 SETTINGS = Settings()
@@ -86,14 +86,21 @@ def test_tables_are_the_spec_tables(template: dict[str, Any], spec: dict[str, An
         indexes = {i["IndexName"]: i for i in props.get("GlobalSecondaryIndexes", [])}
         assert set(indexes) == {i["name"] for i in t.get("indexes", [])}
         for i in t.get("indexes", []):
-            assert {k["KeyType"]: k["AttributeName"] for k in indexes[i["name"]]["KeySchema"]} == {"HASH": i["hash"], "RANGE": i["range"]}
+            assert {k["KeyType"]: k["AttributeName"] for k in indexes[i["name"]]["KeySchema"]} == {
+                "HASH": i["hash"],
+                "RANGE": i["range"],
+            }
             assert indexes[i["name"]]["Projection"] == {"ProjectionType": "ALL"}
         assert props.get("StreamSpecification") == ({"StreamViewType": t["stream"]} if t.get("stream") else None)
         assert props.get("TimeToLiveSpecification") == ({"AttributeName": t["ttl"], "Enabled": True} if t.get("ttl") else None)
 
 
-def test_queues_bucket_and_notification_are_the_spec(template: dict[str, Any], values: dict[str, Any], spec: dict[str, Any]) -> None:
-    queues = {r["Properties"]["QueueName"]: resolve(r["Properties"], values) for r in of_type(template, "AWS::SQS::Queue").values()}
+def test_queues_bucket_and_notification_are_the_spec(
+    template: dict[str, Any], values: dict[str, Any], spec: dict[str, Any]
+) -> None:
+    queues = {
+        r["Properties"]["QueueName"]: resolve(r["Properties"], values) for r in of_type(template, "AWS::SQS::Queue").values()
+    }
     assert set(queues) == {q["name"] for q in spec["queues"]}
     for q in spec["queues"]:
         props = queues[q["name"]]
@@ -124,7 +131,9 @@ def test_queues_bucket_and_notification_are_the_spec(template: dict[str, Any], v
     assert bucket["DeletionPolicy"] == bucket["UpdateReplacePolicy"] == "Retain"
 
 
-def test_queue_policy_admits_only_the_bucket_and_precedes_it(template: dict[str, Any], values: dict[str, Any], spec: dict[str, Any]) -> None:
+def test_queue_policy_admits_only_the_bucket_and_precedes_it(
+    template: dict[str, Any], values: dict[str, Any], spec: dict[str, Any]
+) -> None:
     policies = of_type(template, "AWS::SQS::QueuePolicy")
     assert template["Resources"]["DataBucket"]["DependsOn"] == sorted(policies)
     (policy,) = policies.values()
@@ -133,7 +142,7 @@ def test_queue_policy_admits_only_the_bucket_and_precedes_it(template: dict[str,
     assert stmt["Resource"] == f"arn:aws:sqs:{REGION}:{ACCOUNT}:{guarded['name']}"
     assert stmt["Condition"]["ArnEquals"] == {"aws:SourceArn": f"arn:aws:s3:::{guarded['allow_s3_bucket']}"}
     # No cycle: the policy names the bucket by parameter, never the bucket resource.
-    assert "\"DataBucket\"" not in json.dumps(policy)
+    assert '"DataBucket"' not in json.dumps(policy)
 
 
 def test_topics_and_optional_email_subscriptions(template: dict[str, Any], spec: dict[str, Any]) -> None:
@@ -154,7 +163,7 @@ def test_one_image_function_per_handler(template: dict[str, Any]) -> None:
         props = functions[f"{f.logical}Function"]["Properties"]
         assert props["PackageType"] == "Image"
         assert props["Code"] == {"ImageUri": {"Ref": "ServicesImageUri"}}
-        assert props["ImageConfig"] == {"EntryPoint": ["python", "-m", "cartflow.lambda_runtime"], "Command": [f.handler]}
+        assert props["ImageConfig"] == {"EntryPoint": ["python", "-m", "services.lambda_runtime"], "Command": [f.handler]}
         module_name, _, attr = f.handler.rpartition(".")
         handler = getattr(importlib.import_module(module_name), attr)
         assert list(inspect.signature(handler).parameters) == ["event", "context"]
@@ -164,13 +173,20 @@ def test_one_image_function_per_handler(template: dict[str, Any]) -> None:
         assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
 
 
-def test_event_sources_report_partial_batch_failures(template: dict[str, Any], spec: dict[str, Any], values: dict[str, Any]) -> None:
-    mappings = {r["Properties"]["FunctionName"]["Ref"]: resolve(r["Properties"], values) for r in of_type(template, "AWS::Lambda::EventSourceMapping").values()}
+def test_event_sources_report_partial_batch_failures(
+    template: dict[str, Any], spec: dict[str, Any], values: dict[str, Any]
+) -> None:
+    mappings = {
+        r["Properties"]["FunctionName"]["Ref"]: resolve(r["Properties"], values)
+        for r in of_type(template, "AWS::Lambda::EventSourceMapping").values()
+    }
     assert set(mappings) == {"IngestFunction", "StreamTriggerFunction"}
     (notification,) = spec["bucket"]["notifications"]
     assert mappings["IngestFunction"]["EventSourceArn"] == f"arn:aws:sqs:{REGION}:{ACCOUNT}:{notification['queue']}"
     (streamed,) = [t["name"] for t in spec["tables"] if t.get("stream")]
-    assert mappings["StreamTriggerFunction"]["EventSourceArn"].startswith(f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{streamed}/stream/")
+    assert mappings["StreamTriggerFunction"]["EventSourceArn"].startswith(
+        f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{streamed}/stream/"
+    )
     assert all(m["FunctionResponseTypes"] == ["ReportBatchItemFailures"] for m in mappings.values())
     # Lambda requires the queue's visibility timeout to cover the function's timeout.
     (queue,) = [q for q in spec["queues"] if q["name"] == notification["queue"]]
@@ -183,7 +199,9 @@ def test_scheduler_ticks_debouncer_and_controller_only(template: dict[str, Any],
     assert set(schedules) == {"DebouncerSchedule", "ControllerSchedule"}
     targets = {s["Target"]["Arn"] for s in schedules.values()}
     assert targets == {values["DebouncerFunction.Arn"], values["ControllerFunction.Arn"]}
-    assert all(s["ScheduleExpression"] == "rate(1 minute)" and s["FlexibleTimeWindow"] == {"Mode": "OFF"} for s in schedules.values())
+    assert all(
+        s["ScheduleExpression"] == "rate(1 minute)" and s["FlexibleTimeWindow"] == {"Mode": "OFF"} for s in schedules.values()
+    )
     role = resolve(template["Resources"]["SchedulerRole"]["Properties"], values)
     (stmt,) = role["Policies"][0]["PolicyDocument"]["Statement"]
     assert stmt["Action"] == ["lambda:InvokeFunction"] and set(stmt["Resource"]) == targets
@@ -203,7 +221,7 @@ def _role_policy(template: dict[str, Any], values: dict[str, Any], role: str) ->
     + [("StateMachineRole", "state-machine"), ("SparkJobTaskRole", "spark-job")],
 )
 def test_roles_carry_the_iam_module_policies(template: dict[str, Any], values: dict[str, Any], role: str, principal: str) -> None:
-    """One least-privilege source: cartflow/resources/iam.py, rendered with the deployed names."""
+    """One least-privilege source: cartflow/infra/iam.py, rendered with the deployed names."""
     iam_values = {
         **SETTINGS.spec_values(),
         "region": REGION,

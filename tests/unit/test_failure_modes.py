@@ -13,8 +13,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from cartflow.config import Settings, get_settings
-from cartflow.errors import InfraError, Needs, backoff_delays, check_ready, explain, is_fatal, retry_bounded
+from cartflow.core.config import Settings, get_settings
+from cartflow.core.errors import InfraError, Needs, backoff_delays, check_ready, explain, is_fatal, retry_bounded
 from cartflow.local import functions
 from cartflow.local.emulator import free_port
 from cartflow.local.sources import PollingSource
@@ -122,8 +122,9 @@ def test_retry_bounded_returns_as_soon_as_it_works_and_skips_non_retryable() -> 
         retry_bounded(lambda: (_ for _ in ()).throw(ValueError("bug")), retry_if=is_fatal, sleep=pytest.fail)
 
 
-def test_serve_exits_1_with_one_line_when_preflight_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_serve_exits_1_with_one_line_when_preflight_fails(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = Settings(aws_endpoint_url=UNREACHABLE, state_dir=tmp_path)
     monkeypatch.setattr(functions, "preflight", lambda name, s: check_ready(s.aws_endpoint_url, Missing(set()), Needs()))
     with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as info:
@@ -205,8 +206,9 @@ def test_spark_runner_stops_and_reports_when_its_activity_is_missing(tmp_path: P
             raise client_error("ActivityDoesNotExist", "Activity arn:x not found", "GetActivityTask")
 
     monkeypatch.setattr(spark_runner, "_ERROR_BACKOFF_SECONDS", 0.001)
-    runner = spark_runner.SparkRunner(Settings(state_dir=tmp_path), NoActivity(), jobs={"validate": lambda *a: None},
-                                      arns={"validate": "arn:x"})
+    runner = spark_runner.SparkRunner(
+        Settings(state_dir=tmp_path), NoActivity(), jobs={"validate": lambda *a: None}, arns={"validate": "arn:x"}
+    )
     runner.start()
     assert runner.join(timeout=10), "pollers must end, not spin"
     assert NoActivity.calls == spark_runner.MAX_FATAL_POLL_ERRORS
@@ -219,7 +221,7 @@ def test_spark_runner_stops_and_reports_when_its_activity_is_missing(tmp_path: P
 def test_cli_commands_print_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
     import typer
 
-    from cartflow.cli_ops import batches_app, guard_commands
+    from cartflow.cli.ops import batches_app, guard_commands
 
     app = typer.Typer()
     app.add_typer(batches_app, name="batches")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cartflow.fixturegen import generate
-from cartflow.jobs import filecheck
-from cartflow.jobs.contracts import load_contracts
+from cartflow.local.fixturegen import generate
+from spark.jobs import filecheck
+from spark.jobs.contracts import load_contracts
 from tests.corpus_expect import corpus_files, relative
 
 

@@ -1,4 +1,4 @@
-"""cartflow.fixturegen: determinism, sizes, contract conformance (judged by the oracle)."""
+"""cartflow.local.fixturegen: determinism, sizes, contract conformance (judged by the oracle)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from cartflow.fixturegen import generate
+from cartflow.local.fixturegen import generate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import oracle  # noqa: E402
+import oracle
 
 
 def _data_rows(paths: list[Path]) -> int:

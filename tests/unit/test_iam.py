@@ -1,4 +1,4 @@
-"""cartflow/resources/iam.py: least-privilege policy documents derived from the resource spec."""
+"""cartflow/infra/iam.py: least-privilege policy documents derived from the resource spec."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from cartflow.resources import iam
-from cartflow.resources.apply import defaults, load_spec, render
+from cartflow.core.spec import defaults, load_spec, render
+from cartflow.infra import iam
 
 SPEC = load_spec()
 VALUES = defaults(SPEC)
@@ -24,27 +24,62 @@ KNOWN_SERVICES = {"sqs", "dynamodb", "states", "s3", "sns", "ecs", "iam", "event
 # Pinned action sets: widening a principal must be a deliberate change to this table.
 EXPECTED_ACTIONS: dict[str, set[str]] = {
     "ingest": {
-        "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
-        "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ChangeMessageVisibility",
+        "dynamodb:PutItem",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
     },
     "debouncer": {"dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:PutItem"},
     "stream-trigger": {
-        "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:DescribeStream", "dynamodb:ListStreams",
-        "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query", "states:StartExecution",
+        "dynamodb:GetRecords",
+        "dynamodb:GetShardIterator",
+        "dynamodb:DescribeStream",
+        "dynamodb:ListStreams",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:Query",
+        "states:StartExecution",
     },
     "controller": {
-        "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query",
-        "states:StartExecution", "states:DescribeExecution", "states:StopExecution", "sns:Publish",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:Query",
+        "states:StartExecution",
+        "states:DescribeExecution",
+        "states:StopExecution",
+        "sns:Publish",
     },
     "state-machine": {
-        "s3:GetObject", "s3:GetObjectTagging", "s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObject",
-        "dynamodb:UpdateItem", "sns:Publish",
-        "ecs:RunTask", "ecs:DescribeTasks", "ecs:StopTask", "ecs:TagResource", "iam:PassRole",
-        "events:PutTargets", "events:PutRule", "events:DescribeRule",
+        "s3:GetObject",
+        "s3:GetObjectTagging",
+        "s3:PutObject",
+        "s3:PutObjectTagging",
+        "s3:DeleteObject",
+        "dynamodb:UpdateItem",
+        "sns:Publish",
+        "ecs:RunTask",
+        "ecs:DescribeTasks",
+        "ecs:StopTask",
+        "ecs:TagResource",
+        "iam:PassRole",
+        "events:PutTargets",
+        "events:PutRule",
+        "events:DescribeRule",
     },
     "spark-job": {
-        "s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
-        "dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query",
+        "s3:ListBucket",
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:DeleteObject",
+        "s3:AbortMultipartUpload",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:PutItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:Query",
     },
 }
 
@@ -221,7 +256,11 @@ def test_spark_job_lists_only_its_prefixes(docs: dict[str, dict[str, Any]]) -> N
     (stmt,) = [s for s in docs["spark-job"]["Statement"] if "s3:ListBucket" in as_list(s["Action"])]
     assert stmt["Resource"] == [BUCKET]
     assert sorted(stmt["Condition"]["StringLike"]["s3:prefix"]) == [
-        "file_registry/*", "kpis/*", "quarantine/*", "raw/*", "validated/*"
+        "file_registry/*",
+        "kpis/*",
+        "quarantine/*",
+        "raw/*",
+        "validated/*",
     ]
 
 

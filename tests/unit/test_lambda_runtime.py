@@ -1,4 +1,4 @@
-"""cartflow/lambda_runtime.py against a fake Lambda Runtime API (the three endpoints it uses)."""
+"""services/lambda_runtime.py against a fake Lambda Runtime API (the three endpoints it uses)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cartflow import lambda_runtime
+from services import lambda_runtime
 
 
 class FakeRuntimeApi:
@@ -28,7 +28,7 @@ class FakeRuntimeApi:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server naming
+            def do_GET(self) -> None:
                 assert self.path == "/2018-06-01/runtime/invocation/next"
                 n = len(api.events)
                 event = api.events.pop(0)
@@ -42,7 +42,7 @@ class FakeRuntimeApi:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 api.posts.append((self.path, dict(self.headers.items()), json.loads(self.rfile.read(length))))
                 self.send_response(202)
@@ -104,7 +104,7 @@ def test_a_handler_that_cannot_be_imported_is_an_init_error() -> None:
 
 
 def test_every_cartflow_handler_loads() -> None:
-    from cartflow.deploy.template import FUNCTIONS
+    from cartflow.infra.cloudformation import FUNCTIONS
 
     for f in FUNCTIONS:
         assert callable(lambda_runtime.load_handler(f.handler))

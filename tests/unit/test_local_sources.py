@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from cartflow.config import Settings
+from cartflow.core.config import Settings
 from cartflow.local.checkpoints import CheckpointError, CheckpointStore
 from cartflow.local.lambda_context import LocalFunction, LocalLambdaContext
 from cartflow.local.liveness import Liveness, is_alive
@@ -182,9 +182,7 @@ class FakeSqs:
         return {"Successful": [{"Id": e["Id"]} for e in Entries]}
 
 
-def _sqs_source(
-    settings: Settings, handler: Recorder, batches: list[list[dict[str, Any]]]
-) -> tuple[SqsSource, FakeSqs]:
+def _sqs_source(settings: Settings, handler: Recorder, batches: list[list[dict[str, Any]]]) -> tuple[SqsSource, FakeSqs]:
     fake = FakeSqs(batches)
     clients: Any = SimpleNamespace(settings=settings, sqs=fake)
     return SqsSource(LocalFunction("f", handler, settings), clients, "q", wait_time_seconds=1), fake

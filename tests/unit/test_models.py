@@ -1,6 +1,6 @@
 import pytest
 
-from cartflow.models import BatchInput, DataType, InvalidRawKey, RawFile
+from cartflow.core.models import BatchInput, DataType, InvalidRawKey, RawFile
 
 
 @pytest.mark.parametrize(
@@ -36,8 +36,12 @@ def test_parse_rejects_with_specific_reason(key: str, reason: str) -> None:
 
 
 def test_batch_input_splits_paths_by_type_and_plans_archive() -> None:
-    files = [RawFile.parse("b", k) for k in ("raw/products/p.csv", "raw/orders/o2.csv", "raw/orders/o1.csv", "raw/order_lines/l.csv")]
-    bi = BatchInput.from_files(batch_id="b1-2025-07-08-000", group_key="2025-07-08", bucket="b", processing_date="2025-07-09", files=files)
+    files = [
+        RawFile.parse("b", k) for k in ("raw/products/p.csv", "raw/orders/o2.csv", "raw/orders/o1.csv", "raw/order_lines/l.csv")
+    ]
+    bi = BatchInput.from_files(
+        batch_id="b1-2025-07-08-000", group_key="2025-07-08", bucket="b", processing_date="2025-07-09", files=files
+    )
     assert bi.orders_paths == ["s3://b/raw/orders/o1.csv", "s3://b/raw/orders/o2.csv"]
     assert bi.products_paths == ["s3://b/raw/products/p.csv"]
     assert bi.order_lines_paths == ["s3://b/raw/order_lines/l.csv"]

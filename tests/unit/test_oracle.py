@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import oracle  # noqa: E402
+import oracle
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 FLAT_HEADER = "order_id,customer_id,order_date,category,product_id,quantity,unit_price,returned\n"
@@ -36,8 +36,7 @@ def _batch(paths: list[str]) -> dict[str, list[Path]]:
 def test_seed_002_worked_example(tmp_path: Path) -> None:
     batch = _flat(
         tmp_path,
-        "ORD123,CUST001,2025-07-06,Electronics,PROD001,2,199.99,false\n"
-        "ORD124,CUST002,2025-07-06,Books,PROD002,1,29.99,true\n",
+        "ORD123,CUST001,2025-07-06,Electronics,PROD001,2,199.99,false\nORD124,CUST002,2025-07-06,Books,PROD002,1,29.99,true\n",
     )
     orders, cats = oracle.expected_kpis(batch)
     # 2*199.99 + 29.99 = 429.97; 3 items; 1 of 2 orders returned; 2 customers.
@@ -174,9 +173,7 @@ def test_invalid_fixture_quarantine_matches_expected_yaml() -> None:
     spec = yaml.safe_load((FIXTURES / "invalid/expected_quarantine.yaml").read_text())
     batch = oracle.batch_from_dir(FIXTURES / "invalid")
     contracts = oracle.load_contracts()
-    got = sorted(
-        (str(Path(r.file).relative_to(FIXTURES / "invalid")), r.key, r.reason) for r in oracle.quarantined_keys(batch)
-    )
+    got = sorted((str(Path(r.file).relative_to(FIXTURES / "invalid")), r.key, r.reason) for r in oracle.quarantined_keys(batch))
     want = sorted(
         (
             e["file"],
@@ -199,9 +196,7 @@ def test_expected_quarantine_lines_point_at_their_rows() -> None:
 
 def _expected(name: str, scenarios: dict[str, Any]) -> tuple[dict, dict]:
     sc = scenarios[name]
-    orders = {
-        d: {k: (Decimal(v) if isinstance(v, str) else v) for k, v in row.items()} for d, row in sc["order_kpis"].items()
-    }
+    orders = {d: {k: (Decimal(v) if isinstance(v, str) else v) for k, v in row.items()} for d, row in sc["order_kpis"].items()}
     rows: list[dict[str, Any]] = []
     if "category_kpis" in sc:
         rows = list(sc["category_kpis"])
@@ -212,9 +207,7 @@ def _expected(name: str, scenarios: dict[str, Any]) -> tuple[dict, dict]:
         cats = _expected(sc["category_kpis_base"], scenarios)[1]
         cats = {k: dict(v, category=k[0], order_date=k[1]) for k, v in cats.items()}
         cats |= {(r["category"], r["order_date"]): r for r in sc["category_kpis_changed"]}
-    cats = {
-        k: {a: Decimal(r[a]) for a in ("daily_revenue", "avg_order_value", "avg_return_rate")} for k, r in cats.items()
-    }
+    cats = {k: {a: Decimal(r[a]) for a in ("daily_revenue", "avg_order_value", "avg_return_rate")} for k, r in cats.items()}
     return orders, cats
 
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from cartflow.config import Settings
-from cartflow.models import BatchInput
-from cartflow.orchestrator import render as render_mod
-from cartflow.orchestrator.render import (
+from cartflow.core.config import Settings
+from cartflow.core.models import BatchInput
+from orchestrator import render as render_mod
+from orchestrator.render import (
     AWS_RETRY_DEFAULTS,
     REQUIRED_PARAMS,
     RenderError,
@@ -75,10 +75,26 @@ def test_state_names_are_unique_across_nested_machines() -> None:
 def test_the_top_level_flow() -> None:
     states = rendered("local")["States"]
     assert list(states) == [
-        "CheckCurrent", "NotCurrent", "Validate", "CheckValidation", "Transform", "ArchiveRawFiles", "DeleteRawFiles", "MarkDone",
-        "ReleaseLock", "NotifySuccess", "ValidationRejected", "ValidateFailed", "TransformFailed",
-        "ArchiveFailed", "DeleteRawFailed", "MarkDoneFailed", "NotifyFailure", "MarkFailed",
-        "ReleaseLockAfterFailure", "BatchFailed",
+        "CheckCurrent",
+        "NotCurrent",
+        "Validate",
+        "CheckValidation",
+        "Transform",
+        "ArchiveRawFiles",
+        "DeleteRawFiles",
+        "MarkDone",
+        "ReleaseLock",
+        "NotifySuccess",
+        "ValidationRejected",
+        "ValidateFailed",
+        "TransformFailed",
+        "ArchiveFailed",
+        "DeleteRawFailed",
+        "MarkDoneFailed",
+        "NotifyFailure",
+        "MarkFailed",
+        "ReleaseLockAfterFailure",
+        "BatchFailed",
     ]
     assert states["CheckValidation"]["Choices"] == [
         {"Variable": "$.validation.status", "StringEquals": "passed", "Next": "Transform"}
@@ -89,15 +105,18 @@ def test_the_top_level_flow() -> None:
     # A duplicate execution of a batch that is not processing ends quietly, before any job.
     assert states["CheckCurrent"]["Next"] == "Validate"
     assert states["CheckCurrent"]["Catch"][0] == {
-        "ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"], "ResultPath": "$.error", "Next": "NotCurrent"
+        "ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"],
+        "ResultPath": "$.error",
+        "Next": "NotCurrent",
     }
     assert states["NotCurrent"]["Type"] == "Succeed"
     # Every failure path goes through the notice, then the status, then the lock, then Fail.
-    for name in ("ValidationRejected", "ValidateFailed", "TransformFailed", "ArchiveFailed", "DeleteRawFailed",
-                 "MarkDoneFailed"):
+    for name in ("ValidationRejected", "ValidateFailed", "TransformFailed", "ArchiveFailed", "DeleteRawFailed", "MarkDoneFailed"):
         assert states[name]["Next"] == "NotifyFailure"
     assert [states[n]["Next"] for n in ("NotifyFailure", "MarkFailed", "ReleaseLockAfterFailure")] == [
-        "MarkFailed", "ReleaseLockAfterFailure", "BatchFailed"
+        "MarkFailed",
+        "ReleaseLockAfterFailure",
+        "BatchFailed",
     ]
 
 
@@ -123,7 +142,9 @@ def test_retry_values_per_target() -> None:
     local_retry = rendered("local")["States"]["Validate"]["Retry"][0]
     aws_retry = rendered("aws")["States"]["Transform"]["Retry"][0]
     assert (local_retry["IntervalSeconds"], local_retry["MaxAttempts"], local_retry["BackoffRate"]) == (
-        SETTINGS.job_retry_interval_seconds, SETTINGS.job_retry_max_attempts, SETTINGS.job_retry_backoff_rate
+        SETTINGS.job_retry_interval_seconds,
+        SETTINGS.job_retry_max_attempts,
+        SETTINGS.job_retry_backoff_rate,
     )
     assert (aws_retry["IntervalSeconds"], aws_retry["MaxAttempts"], aws_retry["BackoffRate"]) == (30, 3, 2.0)
     assert AWS_RETRY_DEFAULTS == {"retry_interval_seconds": 30, "retry_max_attempts": 3, "retry_backoff_rate": 2.0}
@@ -158,7 +179,7 @@ def test_aws_job_state_runs_fargate_and_reads_the_result_document() -> None:
     assert p["NetworkConfiguration"]["AwsvpcConfiguration"]["SecurityGroups"] == ["sg-1"]
     override = p["Overrides"]["ContainerOverrides"][0]
     assert override["Name"] == "spark-job"
-    # Appended to the Spark image's ENTRYPOINT (python -m cartflow.jobs), as the e2e test runs it.
+    # Appended to the Spark image's ENTRYPOINT (python -m spark.jobs), as the e2e test runs it.
     assert override["Command.$"] == "States.Array('validate', '--batch', States.JsonToString($.validation))"
     assert run["ResultPath"] is None
     assert read["Resource"] == "arn:aws:states:::aws-sdk:s3:getObject"
@@ -207,9 +228,7 @@ def test_params_of_the_other_target_are_ignored() -> None:
 
 def test_optional_params_override_defaults() -> None:
     definition = build_definition("local", {**local_params(), "job_timeout_seconds": 600, "job_heartbeat_seconds": 30})
-    assert (definition["States"]["Validate"]["TimeoutSeconds"], definition["States"]["Validate"]["HeartbeatSeconds"]) == (
-        600, 30
-    )
+    assert (definition["States"]["Validate"]["TimeoutSeconds"], definition["States"]["Validate"]["HeartbeatSeconds"]) == (600, 30)
 
 
 def test_renderer_is_stdlib_only_and_runs_as_a_script(tmp_path: Any) -> None:
@@ -220,9 +239,7 @@ def test_renderer_is_stdlib_only_and_runs_as_a_script(tmp_path: Any) -> None:
     assert modules <= {"__future__", "json", "re", "string", "sys", "collections", "pathlib", "typing"}, modules
     params = tmp_path / "params.json"
     params.write_text(json.dumps(local_params()))
-    out = subprocess.run(
-        [sys.executable, "-I", source, "local", str(params)], check=True, capture_output=True, text=True
-    ).stdout
+    out = subprocess.run([sys.executable, "-I", source, "local", str(params)], check=True, capture_output=True, text=True).stdout
     assert json.loads(out) == build_definition("local", local_params())
     bad = subprocess.run([sys.executable, "-I", source, "local", "-"], input="{}", capture_output=True, text=True)
     assert bad.returncode == 1 and "missing parameter" in bad.stderr

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from cartflow.models import PROCESSED_PREFIX, BatchInput, InvalidRawKey, RawFile
-from cartflow.resources import iam
-from cartflow.resources.apply import defaults, load_spec
-from cartflow.services.ingest import S3ObjectCreated, event_item, parse_s3_notification
+from cartflow.core.models import PROCESSED_PREFIX, BatchInput, InvalidRawKey, RawFile
+from cartflow.core.spec import defaults, load_spec
+from cartflow.infra import iam
+from services.ingest import S3ObjectCreated, event_item, parse_s3_notification
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "cartflow-data"
@@ -86,11 +86,16 @@ def test_url_encoded_traversal_in_a_notification_is_recorded_rejected(encoded: s
     """S3 URL-encodes keys in notifications; ingest decodes first, then validates."""
     from types import SimpleNamespace
 
-    from cartflow.config import Settings
-    from cartflow.services.deps import Deps
+    from cartflow.core.config import Settings
+    from cartflow.core.deps import Deps
 
-    body = ('{"Records":[{"eventName":"ObjectCreated:Put","eventTime":"2025-07-08T10:00:00Z","s3":{"bucket":{"name":"'
-            + BUCKET + '"},"object":{"key":"' + encoded + '","size":1,"eTag":"e","sequencer":"1"}}}]}')
+    body = (
+        '{"Records":[{"eventName":"ObjectCreated:Put","eventTime":"2025-07-08T10:00:00Z","s3":{"bucket":{"name":"'
+        + BUCKET
+        + '"},"object":{"key":"'
+        + encoded
+        + '","size":1,"eTag":"e","sequencer":"1"}}}]}'
+    )
     [obj] = parse_s3_notification(body)
     assert ".." in obj.key  # decoded
     deps = Deps(settings=Settings(), clients=SimpleNamespace(), clock=lambda: 0.0)  # type: ignore[arg-type]
@@ -98,20 +103,25 @@ def test_url_encoded_traversal_in_a_notification_is_recorded_rejected(encoded: s
     assert item["status"] == "rejected" and "unbatched" not in item
 
 
-VALID_KEYS = ["raw/orders/orders.csv", "raw/order_items/2025/07/08/items_part-1.csv", "raw/products/p=1/x.y.csv",
-              "raw/order_lines/A-b_c=d.CSV"]
+VALID_KEYS = [
+    "raw/orders/orders.csv",
+    "raw/order_items/2025/07/08/items_part-1.csv",
+    "raw/products/p=1/x.y.csv",
+    "raw/order_lines/A-b_c=d.CSV",
+]
 
 
 def test_archive_targets_stay_under_their_batch_prefix() -> None:
     files = [RawFile.parse(BUCKET, k) for k in VALID_KEYS]
-    batch = BatchInput.from_files(batch_id="b1751968800000-2025-07-08-000", group_key="2025-07-08", bucket=BUCKET,
-                                  processing_date="2025-07-09", files=files)
+    batch = BatchInput.from_files(
+        batch_id="b1751968800000-2025-07-08-000", group_key="2025-07-08", bucket=BUCKET, processing_date="2025-07-09", files=files
+    )
     prefix = f"{PROCESSED_PREFIX}{batch.batch_id}/"
     assert len(batch.archive) == len(VALID_KEYS)
     for item in batch.archive:
         assert item.archive_key.startswith(prefix) and posixpath.normpath(item.archive_key) == item.archive_key
         assert item.copy_source == f"{BUCKET}/{item.source_key}" and item.source_key.startswith("raw/")
-        assert item.archive_key[len(prefix):] == item.source_key[len("raw/"):]
+        assert item.archive_key[len(prefix) :] == item.source_key[len("raw/") :]
 
 
 def test_batch_id_cannot_steer_the_archive_prefix() -> None:
@@ -176,8 +186,9 @@ def findings(name: str, text: str) -> list[str]:
 
 def repo_files() -> list[Path]:
     """Tracked files plus untracked, not-ignored ones (about to be committed)."""
-    res = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                         capture_output=True, check=True)
+    res = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, check=True
+    )
     return [REPO / p for p in sorted(set(res.stdout.decode().split("\0"))) if p and (REPO / p).is_file()]
 
 
@@ -202,7 +213,11 @@ def test_the_scanner_finds_what_it_looks_for() -> None:
     var = "aws_secret_" + "access_key"  # split so this file does not match itself
     assert findings("x", f"{var} = {secret}")
     assert findings("x", f'"{var.upper()}": "{secret}"')
-    for ok in ('aws_secret_access_key="test"', "AWS_SECRET_ACCESS_KEY: ${AWS_SECRET_ACCESS_KEY:-test}",
-               'env.setdefault("AWS_SECRET_ACCESS_KEY", "test")', "aws_secret_access_key=secret_key,",
-               "AWS_SECRET_ACCESS_KEY=test"):
+    for ok in (
+        'aws_secret_access_key="test"',
+        "AWS_SECRET_ACCESS_KEY: ${AWS_SECRET_ACCESS_KEY:-test}",
+        'env.setdefault("AWS_SECRET_ACCESS_KEY", "test")',
+        "aws_secret_access_key=secret_key,",
+        "AWS_SECRET_ACCESS_KEY=test",
+    ):
         assert not findings("x", ok), ok

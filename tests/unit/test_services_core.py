@@ -5,13 +5,13 @@ from types import SimpleNamespace
 
 from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent
 
-from cartflow.config import Settings
-from cartflow.services.batches import Chunk
-from cartflow.services.debouncer import PendingEvent, plan_chunks
-from cartflow.services.deps import Deps
-from cartflow.services.dispatch import batch_input
-from cartflow.services.ingest import S3ObjectCreated, event_item, parse_s3_notification
-from cartflow.services.stream_trigger import should_dispatch
+from cartflow.core.batch_table import Chunk
+from cartflow.core.config import Settings
+from cartflow.core.deps import Deps
+from services.debouncer import PendingEvent, plan_chunks
+from services.dispatch import batch_input
+from services.ingest import S3ObjectCreated, event_item, parse_s3_notification
+from services.stream_trigger import should_dispatch
 
 NOW = 1_751_968_800.0  # 2025-07-08T10:00:00Z
 
@@ -74,8 +74,13 @@ def test_plan_caps_files_per_chunk_oldest_first() -> None:
 
 
 def test_dispatch_input_splits_file_paths() -> None:
-    chunk = Chunk("2025-07-08", "b1-2025-07-08-000", "pending", 1, [
-        "s3://b/raw/order_items/i.csv", "s3://b/raw/orders/o.csv", "s3://b/raw/products/p.csv"])
+    chunk = Chunk(
+        "2025-07-08",
+        "b1-2025-07-08-000",
+        "pending",
+        1,
+        ["s3://b/raw/order_items/i.csv", "s3://b/raw/orders/o.csv", "s3://b/raw/products/p.csv"],
+    )
     bi = batch_input(chunk, "2025-07-09")
     assert bi.orders_paths == ["s3://b/raw/orders/o.csv"]
     assert bi.order_items_paths == ["s3://b/raw/order_items/i.csv"]

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from cartflow.config import Settings
-from cartflow.jobs.session import SHUFFLE_CSV_BYTES, fit_shuffle_partitions
+from cartflow.core.config import Settings
+from spark.jobs.session import SHUFFLE_CSV_BYTES, fit_shuffle_partitions
 
 MB = 1 << 20
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from cartflow.config import Settings
+from cartflow.core.config import Settings
+from cartflow.core.models import BatchInput, TransformResult, ValidationResult
 from cartflow.local.spark_runner import (
     INVALID_INPUT,
     JOB_FAILED,
@@ -19,7 +20,6 @@ from cartflow.local.spark_runner import (
     failure_cause,
     parse_batch,
 )
-from cartflow.models import BatchInput, TransformResult, ValidationResult
 
 VALIDATE_ARN = "arn:aws:states:us-east-1:000000000000:activity:cartflow-validate"
 TRANSFORM_ARN = "arn:aws:states:us-east-1:000000000000:activity:cartflow-transform"
@@ -224,8 +224,11 @@ def test_spark_session_failure_is_reported_and_retried_on_the_next_task(settings
         return "SPARK"
 
     runner = SparkRunner(
-        settings, sfn, jobs={"validate": lambda sp, s, b: validation(b)},
-        arns={"validate": VALIDATE_ARN}, spark_factory=factory,
+        settings,
+        sfn,
+        jobs={"validate": lambda sp, s, b: validation(b)},
+        arns={"validate": VALIDATE_ARN},
+        spark_factory=factory,
     )
     sfn.add(VALIDATE_ARN, batch_dict("b1"), "t1")
     sfn.add(VALIDATE_ARN, batch_dict("b2"), "t2")

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from cartflow.config import Settings
-from cartflow.deploy.template import build_template
-from cartflow.orchestrator.lint import problems
-from cartflow.orchestrator.render import build_definition, params_from_settings
+from cartflow.core.config import Settings
+from cartflow.infra.cloudformation import build_template
+from orchestrator.lint import problems
+from orchestrator.render import build_definition, params_from_settings
 from tests.cfn_resolve import resolve, sample_values
 
 SETTINGS = Settings(ecs_subnets=["subnet-a"], ecs_security_groups=["sg-1"])
@@ -100,7 +100,10 @@ def _broken(mutate: Any) -> dict[str, Any]:
         (lambda d: d["States"]["MarkDone"].update(Foo=1), "field Foo is not allowed"),
         (lambda d: d["States"]["MarkDone"]["Retry"].reverse(), "States.ALL must be alone and last"),
         (lambda d: d["States"]["MarkDone"]["Parameters"]["Key"]["group_key"].update({"S.$": "group_key"}), "must be a path"),
-        (lambda d: d["States"]["Validate"]["Branches"][0]["States"].pop("ValidateReadResult"), "ValidateReadResult' is not a state"),
+        (
+            lambda d: d["States"]["Validate"]["Branches"][0]["States"].pop("ValidateReadResult"),
+            "ValidateReadResult' is not a state",
+        ),
         (lambda d: d.update(StartAt="Nope"), "StartAt 'Nope'"),
     ],
 )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from cartflow.jobs.filecheck import FileInspection
-from cartflow.jobs.validate import MISSING_FILE, SourceFile, archive_plan, decide_files
-from cartflow.models import BatchInput, RawFile
+from cartflow.core.models import BatchInput, RawFile
+from spark.jobs.filecheck import FileInspection
+from spark.jobs.validate import MISSING_FILE, SourceFile, archive_plan, decide_files
 
 
 def source(key: str, sha: str, reason: str | None = None) -> SourceFile:
@@ -44,5 +44,8 @@ def test_archive_plan_sends_rejected_files_to_rejected_and_skips_vanished_ones()
         source("raw/orders/gone.csv", "", MISSING_FILE),
     ]
     structure = decide_files(sources, {})
-    plan = {a.source_key: a.archive_key for a in archive_plan(batch("raw/orders/ok.csv", "raw/orders/bad.csv", "raw/orders/gone.csv"), structure)}
+    plan = {
+        a.source_key: a.archive_key
+        for a in archive_plan(batch("raw/orders/ok.csv", "raw/orders/bad.csv", "raw/orders/gone.csv"), structure)
+    }
     assert plan == {"raw/orders/ok.csv": "processed/b1/orders/ok.csv", "raw/orders/bad.csv": "rejected/b1/orders/bad.csv"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-# Settings fields the four functions read (services/ + cartflow/aws.py + derived ARNs).
+# Settings fields the four functions read (services/ + cartflow/core/aws.py + derived ARNs).
 FUNCTION_SETTINGS: tuple[str, ...] = (
     "region",
     "account_id",  # state_machine_arn is built from region + account id + name
@@ -30,7 +30,7 @@ FUNCTION_SETTINGS: tuple[str, ...] = (
     "max_auto_reruns",
 )
 
-# Settings fields the Spark jobs read (spark/jobs/ + cartflow/aws.py).
+# Settings fields the Spark jobs read (spark/jobs/ + cartflow/core/aws.py).
 JOB_SETTINGS: tuple[str, ...] = (
     "region",
     "bucket",

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cartflow.models import BatchStatus
-from cartflow.services.deps import Deps, from_ddb, query_items, scan_items, values
+from cartflow.core.deps import Deps, from_ddb, query_items, scan_items, values
+from cartflow.core.models import BatchStatus
 
 # The lock lives in the same table under a key no chunk can have (group keys are dates).
 LOCK_KEY = {"group_key": {"S": "#lock"}, "batch_id": {"S": "#inflight"}}
@@ -34,11 +34,11 @@ class Chunk:
     attempt: int = 0  # operator retries so far (`cartflow batches retry`); names the execution
 
     @classmethod
-    def from_item(cls, item: dict[str, Any]) -> "Chunk":
+    def from_item(cls, item: dict[str, Any]) -> Chunk:
         return cls.from_dict(from_ddb(item))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Chunk":
+    def from_dict(cls, d: dict[str, Any]) -> Chunk:
         return cls(
             group_key=d["group_key"],
             batch_id=d["batch_id"],

@@ -3,9 +3,9 @@
     cartflow deploy --stack cartflow --region eu-west-1             # build, push, deploy, wait
     cartflow deploy --stack cartflow --region eu-west-1 --dry-run   # the same, but only print the change set
 
-Steps (docs/deploy.md): caller identity -> images (build + push to ECR with cartflow/images.py,
+Steps (docs/deploy.md): caller identity -> images (build + push to ECR with cartflow/infra/images.py,
 or ``--image-uri services=... --image-uri spark=...``) -> network (``--vpc-id/--subnet-id``, or the
-default VPC) -> template (cartflow/deploy/template.py) with the images *by digest* -> change set
+default VPC) -> template (cartflow/infra/cloudformation.py) with the images *by digest* -> change set
 -> print -> execute and wait (or delete it, and the empty stack of a first dry run).
 
 Credentials come from boto3's usual chain; ``--endpoint-url`` points every client at an
@@ -25,8 +25,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cartflow.config import Settings
-from cartflow.deploy.template import TemplateOptions, build_template, template_body
+from cartflow.core.config import Settings
+from cartflow.infra.cloudformation import TemplateOptions, build_template, template_body
 
 console = Console()
 CAPABILITIES = ["CAPABILITY_IAM"]  # roles get generated names: no CAPABILITY_NAMED_IAM
@@ -95,7 +95,7 @@ def _repository(uri: str) -> str | None:
 
 def push_images(request: DeployRequest, account: str) -> dict[str, str]:
     """``{services|spark: repo@sha256:...}``: the given URIs, or build + push both images now."""
-    from cartflow import images
+    from cartflow.infra import images
 
     missing = [n for n in images.IMAGES if n not in request.image_uris]
     if not missing:
@@ -131,7 +131,9 @@ def network(request: DeployRequest, ec2: Any) -> tuple[str, list[str]]:
     return vpc_id, sorted(subnets)
 
 
-def stack_parameters(request: DeployRequest, account: str, uris: Mapping[str, str], vpc_id: str, subnets: Iterable[str], settings: Settings) -> dict[str, str]:
+def stack_parameters(
+    request: DeployRequest, account: str, uris: Mapping[str, str], vpc_id: str, subnets: Iterable[str], settings: Settings
+) -> dict[str, str]:
     params = {
         "BucketName": request.bucket or f"{settings.bucket}-{account}-{request.region}",
         "ServicesImageUri": uris["services"],
@@ -294,7 +296,9 @@ def deploy_cmd(
     endpoint_url: Annotated[str | None, typer.Option(help="emulator endpoint for every client")] = None,
     bucket: Annotated[str | None, typer.Option(help="data bucket; default <bucket>-<account>-<region>")] = None,
     image_uri: Annotated[list[str] | None, typer.Option(help="services=URI / spark=URI by digest: skip build+push")] = None,
-    registry: Annotated[str | None, typer.Option(help="push to a registry HOST or HOST/PREFIX; default this account's ECR")] = None,
+    registry: Annotated[
+        str | None, typer.Option(help="push to a registry HOST or HOST/PREFIX; default this account's ECR")
+    ] = None,
     vpc_id: Annotated[str | None, typer.Option(help="VPC of the Spark tasks; default: the default VPC")] = None,
     subnet_id: Annotated[list[str] | None, typer.Option(help="subnet (repeatable); default: the VPC's subnets")] = None,
     public_ip: Annotated[bool, typer.Option(help="Spark tasks get a public IP (public subnets, no NAT)")] = True,

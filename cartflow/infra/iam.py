@@ -15,13 +15,13 @@ its stream, the queue, a topic, a bucket prefix, the state machine); asking for 
 does not have raises ``KeyError`` so a spec change cannot silently widen or break a policy.
 The only things not in the spec are the ECS cluster / task definition / role names of the AWS
 target; they come from ``values`` (``ecs_*`` keys, defaults in ``ECS_DEFAULTS`` matching
-cartflow.config.Settings).
+cartflow.core.config.Settings).
 
 Where AWS leaves no narrower choice the statement says so in a comment ("AWS-REQUIRED").
 CloudWatch Logs permissions are *not* generated: function names / log groups are not part of
 the spec, so the IaC that names the functions attaches those.
 
-STDLIB + PyYAML only (like apply.py): ``python -m cartflow.resources.iam`` prints the documents
+STDLIB + PyYAML only (like apply.py): ``python -m cartflow.infra.iam`` prints the documents
 as JSON, with values from the spec's defaults overridden by CARTFLOW_* environment variables.
 """
 
@@ -33,7 +33,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from cartflow.resources.apply import arn, load_spec, render, values_from_env
+from cartflow.core.spec import arn, load_spec, render, values_from_env
 
 PolicyDocument = dict[str, Any]
 Statement = dict[str, Any]
@@ -42,7 +42,7 @@ VERSION = "2012-10-17"
 PRINCIPALS: tuple[str, ...] = ("ingest", "debouncer", "stream-trigger", "controller", "state-machine", "spark-job")
 
 # AWS target of the state machine (ecs:runTask.sync). Not in spec.yaml's defaults; the names
-# match cartflow.config.Settings (ecs_cluster, ecs_task_definition). Role names are a
+# match cartflow.core.config.Settings (ecs_cluster, ecs_task_definition). Role names are a
 # convention of this module and can be overridden through values.
 ECS_DEFAULTS: dict[str, str] = {
     "ecs_cluster": "cartflow",
@@ -53,7 +53,7 @@ ECS_DEFAULTS: dict[str, str] = {
 # The EventBridge rule Step Functions manages for every *.sync ECS integration (fixed name).
 ECS_SYNC_RULE = "StepFunctionsGetEventsForECSTaskRule"
 
-# Index names the services hard-code (services/debouncer.py, services/batches.py,
+# Index names the services hard-code (services/debouncer.py, cartflow/core/batch_table.py,
 # spark/jobs/transform.py); they must exist in the spec, which _Catalog checks.
 UNBATCHED_INDEX = "unbatched"
 STATUS_INDEX = "by_status"
@@ -308,9 +308,7 @@ def _spark_job(c: _Catalog, v: Mapping[str, Any]) -> PolicyDocument:
     return _document(
         [
             # S3A directory probes and Delta log listing, only under the job's prefixes.
-            _statement(
-                "ListJobPrefixes", ["s3:ListBucket"], [c.bucket_arn()], {"StringLike": {"s3:prefix": listable}}
-            ),
+            _statement("ListJobPrefixes", ["s3:ListBucket"], [c.bucket_arn()], {"StringLike": {"s3:prefix": listable}}),
             # validate.py: raw CSVs (header probe via boto3, data via S3A). Read only.
             _statement("ReadRaw", ["s3:GetObject"], [c.objects("raw/")]),
             # Delta tables: S3A writes, overwrites (replaceWhere) and deletes temporary/old files;
@@ -325,9 +323,7 @@ def _spark_job(c: _Catalog, v: Mapping[str, Any]) -> PolicyDocument:
             # transform.py DynamoKpiSink: boto3's batch_writer sends BatchWriteItem (puts, then
             # deletes of vanished rows); PutItem/DeleteItem cover single-item writes of the same
             # rows. Query only on the by_order_date index (the tables themselves are never queried).
-            _statement(
-                "WriteKpis", ["dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:DeleteItem"], kpi_tables
-            ),
+            _statement("WriteKpis", ["dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:DeleteItem"], kpi_tables),
             _statement(
                 "CategoriesByDate",
                 ["dynamodb:Query"],
@@ -362,7 +358,7 @@ def policies(values: Mapping[str, Any], spec: Mapping[str, Any] | None = None) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m cartflow.resources.iam [principal ...]``: print the policy documents as JSON."""
+    """``python -m cartflow.infra.iam [principal ...]``: print the policy documents as JSON."""
     args = sys.argv[1:] if argv is None else argv
     values: dict[str, Any] = values_from_env(os.environ)
     for key in ECS_DEFAULTS:  # the AWS target's names are not spec defaults

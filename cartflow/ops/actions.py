@@ -1,6 +1,6 @@
 """Operator actions on batches: list, retry a failed one, audit the exactly-once invariants.
 
-Pure functions over ``Deps`` (the CLI in cartflow.cli_ops only formats their results), so
+Pure functions over ``Deps`` (the CLI in cartflow.cli.ops only formats their results), so
 tests call them directly against the emulator.
 """
 
@@ -12,13 +12,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cartflow.models import PROCESSED_PREFIX, RAW_PREFIX, REJECTED_PREFIX, BatchStatus, RawFile
-from cartflow.services.batches import BatchTable, Chunk
-from cartflow.services.controller import START_GRACE_MS
-from cartflow.services.deps import Deps, scan_items
-from cartflow.services.dispatch import execution_name
-from cartflow.services.notify import retry_command  # noqa: F401  re-exported for the CLI and tests
-from cartflow.views import outcomes_of
+from cartflow.core.batch_table import BatchTable, Chunk
+from cartflow.core.deps import Deps, scan_items
+from cartflow.core.models import PROCESSED_PREFIX, RAW_PREFIX, REJECTED_PREFIX, BatchStatus, RawFile
+from cartflow.ops.views import outcomes_of
+from services.controller import START_GRACE_MS
+from services.dispatch import execution_name
+from services.notify import retry_command  # noqa: F401  re-exported for the CLI and tests
 
 
 def list_batches(deps: Deps, status: BatchStatus | None = None) -> list[Chunk]:
@@ -164,7 +164,7 @@ def audit(deps: Deps, *, stuck_after_s: float = 300.0) -> list[Finding]:
                 # Validation may have rejected the file as a whole: then it lives under rejected/.
                 outcome = outcomes_of(c).get(uri)
                 prefix = REJECTED_PREFIX if outcome is not None and outcome.status == "rejected" else PROCESSED_PREFIX
-                if f"{prefix}{c.batch_id}/{key[len(RAW_PREFIX):]}" not in archived:
+                if f"{prefix}{c.batch_id}/{key[len(RAW_PREFIX) :]}" not in archived:
                     findings.append(Finding("not_archived", c.batch_id, f"{uri} done but not under {prefix}{c.batch_id}/"))
             if c.status == BatchStatus.FAILED.value and key not in raw:
                 findings.append(Finding("failed_file_gone", c.batch_id, f"{uri} missing from raw/: cannot be retried"))

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cartflow.models import RAW_PREFIX, VALIDATION_OUTPUT_PREFIX, BatchStatus, FileOutcome, ValidationResult
-from cartflow.services.batches import BatchTable, Chunk
-from cartflow.services.deps import Deps, scan_items
+from cartflow.core.batch_table import BatchTable, Chunk
+from cartflow.core.deps import Deps, scan_items
+from cartflow.core.models import RAW_PREFIX, VALIDATION_OUTPUT_PREFIX, BatchStatus, FileOutcome, ValidationResult
 
 # State of a raw file, derived from its event, its batch and the batch's file outcomes
 # (one source of truth each).
@@ -140,11 +140,17 @@ def ledger(deps: Deps) -> list[LedgerRow]:
         if f.state == ARCHIVED:
             n = f.quarantined_rows
             quarantined = "" if n is None else f", {n} quarantined row{'s' if n != 1 else ''}"
-            rows.append(LedgerRow(f.s3_path, f.arrived_at, "processed", f.batch_id, f"processed in batch {f.batch_id}{quarantined}"))
+            rows.append(
+                LedgerRow(f.s3_path, f.arrived_at, "processed", f.batch_id, f"processed in batch {f.batch_id}{quarantined}")
+            )
         elif f.state == REJECTED:
             rows.append(LedgerRow(f.s3_path, f.arrived_at, "rejected", f.batch_id, f"rejected: {f.reason}"))
         elif f.state == FILE_STATE[BatchStatus.FAILED.value]:
-            rows.append(LedgerRow(f.s3_path, f.arrived_at, "failed", f.batch_id, f"failed batch {f.batch_id}: {f.reason or 'no error recorded'}"))
+            rows.append(
+                LedgerRow(
+                    f.s3_path, f.arrived_at, "failed", f.batch_id, f"failed batch {f.batch_id}: {f.reason or 'no error recorded'}"
+                )
+            )
         else:
             since = "" if f.arrived_at is None else datetime.fromtimestamp(f.arrived_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
             rows.append(LedgerRow(f.s3_path, f.arrived_at, "in progress", f.batch_id, f"in progress ({f.state}) since {since}"))

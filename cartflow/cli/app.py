@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,37 +16,34 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from cartflow.config import Settings, get_settings
+from cartflow.core.config import Settings, get_settings
 
 app = typer.Typer(help="cartflow: event-driven e-commerce data pipeline", no_args_is_help=True, add_completion=False)
 resources_app = typer.Typer(help="The resource spec", no_args_is_help=True)
 app.add_typer(resources_app, name="resources")
 contracts_app = typer.Typer(help="The data contracts (spark/jobs/contracts/*.yaml)", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
-from cartflow.cli_ops import audit, batches_app, guard_commands  # noqa: E402  operator commands
+from cartflow.cli.ops import audit, batches_app, guard_commands  # noqa: E402  operator commands
 
 app.add_typer(batches_app, name="batches")
 app.command()(audit)
 try:  # `cartflow images ...` needs the docker SDK (extra [release]); the runtime images don't
-    from cartflow.images import images_app
+    from cartflow.infra.images import images_app
 
     app.add_typer(images_app, name="images")
 except ImportError:  # pragma: no cover - minimal installs
     pass
-from cartflow.deploy.ship import register as _register_deploy  # noqa: E402  `cartflow deploy`, docs/deploy.md
+from cartflow.infra.ship import register as _register_deploy  # noqa: E402  `cartflow deploy`, docs/deploy.md
 
 _register_deploy(app)
-from cartflow.cli_bench import bench as _bench  # noqa: E402  `cartflow bench`, docs/benchmarks.md
-
-app.command("bench")(_bench)
 console = Console()
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = REPO_ROOT / "fixtures"
+# The sample uploads ship as package data of `fixtures` (the repo folder in an editable install).
+FIXTURES = Path(str(resources.files("fixtures")))
 
 
 def _deps(settings: Settings | None = None) -> Any:
-    from cartflow.services.deps import Deps
+    from cartflow.core.deps import Deps
 
     return Deps.from_settings(settings or get_settings())
 
@@ -54,20 +52,25 @@ def _deps(settings: Settings | None = None) -> Any:
 
 
 def batches_table(deps: Any) -> Table:
-    from cartflow.views import batches
+    from cartflow.ops.views import batches
 
     t = Table(title="batches")
     for col in ("batch_id", "status", "files", "execution", "error"):
         t.add_column(col, overflow="fold")
     colors = {"done": "green", "failed": "red", "processing": "yellow", "pending": "cyan"}
     for c in batches(deps):
-        t.add_row(c.batch_id, f"[{colors.get(c.status, 'white')}]{c.status}", str(len(c.file_paths)),
-                  (c.execution_arn or "").rsplit(":", 1)[-1], (c.error or "")[:60])
+        t.add_row(
+            c.batch_id,
+            f"[{colors.get(c.status, 'white')}]{c.status}",
+            str(len(c.file_paths)),
+            (c.execution_arn or "").rsplit(":", 1)[-1],
+            (c.error or "")[:60],
+        )
     return t
 
 
 def files_table(deps: Any) -> Table:
-    from cartflow.views import files
+    from cartflow.ops.views import files
 
     t = Table(title=f"raw files (s3://{deps.settings.bucket}/)")
     for col in ("key", "state", "batch_id", "quarantined rows", "reason"):
@@ -80,7 +83,7 @@ def files_table(deps: Any) -> Table:
 
 
 def kpi_tables(deps: Any) -> list[Table]:
-    from cartflow.views import category_kpis, order_kpis
+    from cartflow.ops.views import category_kpis, order_kpis
 
     ot = Table(title=f"OrderKPIs ({deps.settings.order_kpis_table})")
     ocols = ("order_date", "total_orders", "total_revenue", "total_items_sold", "return_rate", "unique_customers")
@@ -122,7 +125,7 @@ def kpis() -> None:
 @app.command()
 def seed(folder: Annotated[Path, typer.Argument(help="folder with <data_type>/<file>.csv")] = FIXTURES / "valid") -> None:
     """Upload a fixture folder to raw/."""
-    from cartflow.views import upload_dir
+    from cartflow.ops.views import upload_dir
 
     for key in upload_dir(_deps(), folder):
         console.print(f"uploaded s3://{get_settings().bucket}/{key}")
@@ -131,7 +134,7 @@ def seed(folder: Annotated[Path, typer.Argument(help="folder with <data_type>/<f
 @resources_app.command("apply")
 def resources_apply() -> None:
     """Create/update every resource in the spec (idempotent)."""
-    from cartflow.resources import apply_resources
+    from cartflow.infra import apply_resources
 
     deps = _deps()
     for name, ref in apply_resources(deps.settings, deps.clients).items():
@@ -141,7 +144,7 @@ def resources_apply() -> None:
 @resources_app.command("iam")
 def resources_iam(principal: Annotated[list[str] | None, typer.Argument(help="e.g. ingest spark-job")] = None) -> None:
     """Print the least-privilege IAM policy of each principal, derived from the resource spec."""
-    from cartflow.resources.iam import policies
+    from cartflow.infra.iam import policies
 
     docs = policies(get_settings().spec_values())
     sys.stdout.write(json.dumps({k: v for k, v in docs.items() if not principal or k in principal}, indent=2) + "\n")
@@ -150,16 +153,23 @@ def resources_iam(principal: Annotated[list[str] | None, typer.Argument(help="e.
 @app.command("render-state-machine")
 def render_state_machine(target: Annotated[str, typer.Option(help="local | aws")] = "local") -> None:
     """Print the state machine definition for a target (activity ARNs derived from settings)."""
-    from cartflow.orchestrator.render import render_state_machine as render
-    from cartflow.resources.apply import state_machine_params
+    from cartflow.infra.apply import state_machine_params
+    from orchestrator.render import render_state_machine as render
 
     s = get_settings()
     arns = {a: s.activity_arn(a) for a in (s.validate_activity, s.transform_activity)}
     params: dict[str, object] = state_machine_params(s.spec_values(), arns)
     if target == "aws":
-        params.update(retry_interval_seconds=30, retry_max_attempts=3, retry_backoff_rate=2.0,
-                      ecs_cluster=s.ecs_cluster, ecs_task_definition=s.ecs_task_definition,
-                      ecs_container_name=s.ecs_container_name, subnets=s.ecs_subnets, security_groups=s.ecs_security_groups)
+        params.update(
+            retry_interval_seconds=30,
+            retry_max_attempts=3,
+            retry_backoff_rate=2.0,
+            ecs_cluster=s.ecs_cluster,
+            ecs_task_definition=s.ecs_task_definition,
+            ecs_container_name=s.ecs_container_name,
+            subnets=s.ecs_subnets,
+            security_groups=s.ecs_security_groups,
+        )
     sys.stdout.write(render(target, params) + "\n")
 
 
@@ -186,8 +196,8 @@ def jars(check: Annotated[bool, typer.Option(help="only check")] = False) -> Non
 
 
 def ensure_jars(settings: Settings, check_only: bool = False) -> None:
-    script = REPO_ROOT / "spark" / "fetch_jars.py"
-    cmd = [sys.executable, str(script), "--dest", str(settings.jars_dir)] + (["--check"] if check_only else [])
+    # The installed fetcher and its lock (package data of spark.jobs), not a path in a checkout.
+    cmd = [sys.executable, "-m", "spark.fetch_jars", "--dest", str(settings.jars_dir)] + (["--check"] if check_only else [])
     if subprocess.run(cmd).returncode != 0:
         raise typer.Exit(1)
 
@@ -202,7 +212,7 @@ def generate(
     invalid_fraction: float = 0.0,
 ) -> None:
     """Generate N rows of either input shape (seeded) into <out>/<data_type>/."""
-    from cartflow.fixturegen import generate as gen
+    from cartflow.local.fixturegen import generate as gen
 
     written = gen(shape, rows, out, seed=seed_, days=days, invalid_fraction=invalid_fraction)  # type: ignore[arg-type]
     console.print(json.dumps({k: [str(p) for p in v] for k, v in written.items()}, indent=2))
@@ -213,7 +223,7 @@ def generate(
 
 def wait_until_settled(deps: Any, expected_files: int, stack: Any, timeout: float, live: Live | None) -> bool:
     """Until every uploaded file reached a terminal state and no batch is in flight."""
-    from cartflow.views import is_settled
+    from cartflow.ops.views import is_settled
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -230,7 +240,14 @@ def demo_settings(debounce: int) -> Settings:
     s = get_settings()
     # fixtures/invalid quarantines 80% of its rows on purpose (to show every rule); let it through.
     share = max(s.max_quarantined_share, 0.9)
-    return s.model_copy(update={"debounce_seconds": debounce, "debouncer_interval_seconds": 1.0, "controller_interval_seconds": 2.0, "max_quarantined_share": share})
+    return s.model_copy(
+        update={
+            "debounce_seconds": debounce,
+            "debouncer_interval_seconds": 1.0,
+            "controller_interval_seconds": 2.0,
+            "max_quarantined_share": share,
+        }
+    )
 
 
 @app.command()
@@ -239,9 +256,9 @@ def demo(
     timeout: Annotated[float, typer.Option(help="give up after seconds")] = 600,
 ) -> None:
     """Start everything locally, push the fixtures through, print KPIs, stop everything."""
+    from cartflow.core.deps import Deps
     from cartflow.local.stack import EmbeddedStack
-    from cartflow.services.deps import Deps
-    from cartflow.views import batches, upload_dir
+    from cartflow.ops.views import batches, upload_dir
 
     started = time.monotonic()
     settings = demo_settings(debounce)
@@ -278,7 +295,9 @@ def up(debounce: Annotated[int, typer.Option(help="debounce window, seconds")] =
     stop = threading.Event()
     with EmbeddedStack(settings) as stack:
         console.print(f"cartflow is up: endpoint {stack.settings.aws_endpoint_url}")
-        console.print(f"export CARTFLOW_AWS_ENDPOINT_URL={stack.settings.aws_endpoint_url} AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test")
+        console.print(
+            f"export CARTFLOW_AWS_ENDPOINT_URL={stack.settings.aws_endpoint_url} AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test"
+        )
         console.print("then: cartflow seed fixtures/valid ; cartflow status ; cartflow kpis   (Ctrl-C to stop)")
         try:
             while not stop.wait(2):
@@ -300,9 +319,9 @@ def contracts_check(
 
     Exit code 0 when every row is valid, 1 when a file is rejected or a row quarantined.
     """
-    from cartflow.jobs.contracts import load_contracts
-    from cartflow.jobs.rowcheck import check_files
-    from cartflow.reports import check_tables
+    from cartflow.cli.reports import check_tables
+    from spark.jobs.contracts import load_contracts
+    from spark.jobs.rowcheck import check_files
 
     contracts = load_contracts()
     files = []
@@ -326,8 +345,8 @@ def contracts_check(
 
 def show_batch(batch_id: str) -> None:
     """The validation report of one batch: counts per dataset and rule, files, rejected reasons."""
-    from cartflow.reports import validation_tables
-    from cartflow.views import validation_result
+    from cartflow.cli.reports import validation_tables
+    from cartflow.ops.views import validation_result
 
     try:
         result = validation_result(_deps(), batch_id)

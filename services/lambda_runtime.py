@@ -1,9 +1,9 @@
 """A minimal AWS Lambda Runtime API client, so the services image runs as a Lambda function.
 
 AWS runs ``cartflow-services`` as a container-image function with
-``ImageConfig.EntryPoint = ["python", "-m", "cartflow.lambda_runtime"]`` and
-``ImageConfig.Command = ["cartflow.services.ingest.handler"]`` (one function per handler;
-see cartflow/deploy/template.py). The same image keeps running the local runners unchanged.
+``ImageConfig.EntryPoint = ["python", "-m", "services.lambda_runtime"]`` and
+``ImageConfig.Command = ["services.ingest.handler"]`` (one function per handler;
+see cartflow/infra/cloudformation.py). The same image keeps running the local runners unchanged.
 
 Why not ``awslambdaric``: it is a compiled package the image would carry for one loop of
 HTTP calls; the Runtime API is three endpoints
@@ -11,7 +11,7 @@ HTTP calls; the Runtime API is three endpoints
 
 This module reads Lambda's *runtime* variables (``AWS_LAMBDA_RUNTIME_API``,
 ``AWS_LAMBDA_FUNCTION_*``), which are the platform's plumbing, not cartflow settings:
-cartflow's own configuration still comes only from ``cartflow.config.Settings``.
+cartflow's own configuration still comes only from ``cartflow.core.config.Settings``.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def serve(handler_spec: str, environ: Mapping[str, str] | None = None, max_invoc
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m cartflow.lambda_runtime package.module.handler", file=sys.stderr)
+        print("usage: python -m services.lambda_runtime package.module.handler", file=sys.stderr)
         return 2
     serve(args[0])
     return 0

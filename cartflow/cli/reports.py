@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from cartflow.jobs.rowcheck import FileReport
-from cartflow.models import ValidationResult
+from cartflow.core.models import ValidationResult
+from spark.jobs.rowcheck import FileReport
 
 _STATUS_STYLE = {"passed": "green", "failed": "red", "accepted": "green", "rejected": "red", "quarantined": "yellow"}
 
@@ -22,9 +22,7 @@ def validation_tables(result: ValidationResult) -> list[Table]:
     summary.add_row("status", _styled(result.status))
     summary.add_row("shape", result.shape)
     summary.add_row("processing date(s)", ", ".join(result.processing_dates) or "(nothing written)")
-    summary.add_row(
-        "quarantined share", f"{result.quarantined_share:.1%} (limit {result.max_quarantined_share:.0%})"
-    )
+    summary.add_row("quarantined share", f"{result.quarantined_share:.1%} (limit {result.max_quarantined_share:.0%})")
     for error in result.errors:
         summary.add_row("error", f"[red]{error}[/]")
     if result.result_uri:

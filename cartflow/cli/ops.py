@@ -1,7 +1,7 @@
 """Operator commands: `cartflow batches list|retry`, `cartflow audit`, and one-line AWS errors.
 
-Registered by cartflow/cli.py (``app.add_typer(batches_app, name="batches")``,
-``app.command()(audit)``); the logic lives in cartflow.operations.
+Registered by cartflow/cli/app.py (``app.add_typer(batches_app, name="batches")``,
+``app.command()(audit)``); the logic lives in cartflow.ops.actions.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cartflow.config import get_settings
-from cartflow.errors import explain
-from cartflow.models import BatchStatus
+from cartflow.core.config import get_settings
+from cartflow.core.errors import explain
+from cartflow.core.models import BatchStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -66,7 +66,7 @@ def _endpoint() -> str | None:
 
 
 def _deps() -> Any:
-    from cartflow.services.deps import Deps
+    from cartflow.core.deps import Deps
 
     return Deps.from_settings(get_settings())
 
@@ -99,7 +99,7 @@ def list_cmd(
     status: Annotated[BatchStatus | None, typer.Option(help="only batches in this status")] = None,
 ) -> None:
     """Every batch (oldest first) with status, files, attempt, execution and error."""
-    from cartflow.operations import list_batches, retry_command
+    from cartflow.ops.actions import list_batches, retry_command
 
     chunks = list_batches(_deps(), status)
     console.print(batches_rich_table(chunks, f"batches ({status.value})" if status else "batches"))
@@ -112,7 +112,7 @@ def list_cmd(
 @one_line_errors
 def show_cmd(batch_id: Annotated[str, typer.Argument(help="a batch id (see cartflow batches list)")]) -> None:
     """The validation report of one batch: counts per dataset and rule, every file's outcome and reason."""
-    from cartflow.cli import show_batch
+    from cartflow.cli.app import show_batch
 
     show_batch(batch_id)
 
@@ -121,7 +121,7 @@ def show_cmd(batch_id: Annotated[str, typer.Argument(help="a batch id (see cartf
 @one_line_errors
 def retry_cmd(batch_id: Annotated[str, typer.Argument(help="a failed batch's id")]) -> None:
     """Re-run a failed batch: failed -> pending; the stream trigger / controller start it."""
-    from cartflow.operations import RetryRefused, retry_batch
+    from cartflow.ops.actions import RetryRefused, retry_batch
 
     try:
         result = retry_batch(_deps(), batch_id)
@@ -141,8 +141,8 @@ def audit(
     all_files: Annotated[bool, typer.Option("--all/--summary", help="list every file, not only totals")] = True,
 ) -> None:
     """Every raw file ever seen and its one state, totals, and the exactly-once checks (exit 1 on a finding)."""
-    from cartflow.operations import audit as run_audit
-    from cartflow.views import ledger
+    from cartflow.ops.actions import audit as run_audit
+    from cartflow.ops.views import ledger
 
     deps = _deps()
     rows = ledger(deps)

@@ -81,7 +81,7 @@ class RawFile(BaseModel):
         return f"{self.data_type.value}#{self.part}"
 
     @classmethod
-    def parse(cls, bucket: str, key: str) -> "RawFile":
+    def parse(cls, bucket: str, key: str) -> RawFile:
         """Parse and validate a raw object key; raise InvalidRawKey with a specific reason."""
         if len(key) > _MAX_KEY_LEN:
             raise InvalidRawKey(f"key longer than {_MAX_KEY_LEN} characters")
@@ -102,7 +102,7 @@ class RawFile(BaseModel):
         return cls(bucket=bucket, key=key, data_type=data_type, part=part)
 
     @classmethod
-    def from_uri(cls, uri: str) -> "RawFile":
+    def from_uri(cls, uri: str) -> RawFile:
         if not uri.startswith("s3://"):
             raise InvalidRawKey(f"not an s3:// URI: {uri!r}")
         bucket, _, key = uri[len("s3://") :].partition("/")
@@ -136,7 +136,7 @@ class BatchInput(BaseModel):
     @classmethod
     def from_files(
         cls, *, batch_id: str, group_key: str, bucket: str, processing_date: str, files: list[RawFile]
-    ) -> "BatchInput":
+    ) -> BatchInput:
         by_type: dict[str, list[str]] = {t.paths_field: [] for t in DataType}
         archive = []
         for f in sorted(files, key=lambda f: f.key):
@@ -145,7 +145,7 @@ class BatchInput(BaseModel):
                 ArchiveItem(
                     source_key=f.key,
                     copy_source=f"{f.bucket}/{f.key}",
-                    archive_key=f"{PROCESSED_PREFIX}{batch_id}/{f.key[len(RAW_PREFIX):]}",
+                    archive_key=f"{PROCESSED_PREFIX}{batch_id}/{f.key[len(RAW_PREFIX) :]}",
                 )
             )
         return cls(

@@ -10,8 +10,8 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from cartflow.aws import AwsClients
-from cartflow.config import Settings, get_settings
+from cartflow.core.aws import AwsClients
+from cartflow.core.config import Settings, get_settings
 
 _SER = TypeSerializer()
 _DESER = TypeDeserializer()
@@ -24,7 +24,7 @@ class Deps:
     clock: Callable[[], float] = field(default=time.time)
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> "Deps":
+    def from_settings(cls, settings: Settings | None = None) -> Deps:
         s = settings or get_settings()
         return cls(settings=s, clients=AwsClients(s))
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cartflow.resources.apply import defaults as _spec_defaults
+from cartflow.core.spec import defaults as _spec_defaults
 
 _SPEC = _spec_defaults()
 
@@ -36,7 +35,7 @@ class Settings(BaseSettings):
     region: str = _SPEC["region"]
     account_id: str = _SPEC["account_id"]
 
-    # --- resource names: defaults live in the resource spec (cartflow/resources/spec.yaml)
+    # --- resource names: defaults live in the resource spec (cartflow/core/spec.yaml)
     bucket: str = _SPEC["bucket"]
     events_table: str = _SPEC["events_table"]
     batch_chunks_table: str = _SPEC["batch_chunks_table"]

@@ -4,11 +4,11 @@
 prints it; ``cartflow deploy`` ships it). Nothing here is a second source of truth:
 
 * bucket, queues, tables (keys, indexes, stream, TTL), topics and the state machine name come
-  from ``cartflow/resources/spec.yaml`` rendered with the same values as the local stack;
-* every role's permissions come from ``cartflow.resources.iam.policies`` (the one
+  from ``cartflow/core/spec.yaml`` rendered with the same values as the local stack;
+* every role's permissions come from ``cartflow.infra.iam.policies`` (the one
   least-privilege source), plus the log-group statements only the IaC can name;
 * the state machine is ``orchestrator/render.py``'s ``aws`` rendering (``ecs:runTask.sync``);
-* the functions' and the job's environment is ``cartflow.deploy.environment``'s lists.
+* the functions' and the job's environment is ``cartflow.infra.environment``'s lists.
 
 What exists only on AWS is added here: Lambda functions (container images of the services
 image, one per handler), their event sources (SQS, DynamoDB Streams, EventBridge Scheduler),
@@ -30,11 +30,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cartflow.config import Settings
-from cartflow.deploy.environment import FUNCTION_SETTINGS, JOB_SETTINGS, environment
-from cartflow.orchestrator.render import AWS_RETRY_DEFAULTS, build_definition
-from cartflow.resources import iam
-from cartflow.resources.apply import load_spec, render
+from cartflow.core.config import Settings
+from cartflow.core.spec import load_spec, render
+from cartflow.infra import iam
+from cartflow.infra.environment import FUNCTION_SETTINGS, JOB_SETTINGS, environment
+from orchestrator.render import AWS_RETRY_DEFAULTS, build_definition
 
 Template = dict[str, Any]
 
@@ -58,7 +58,7 @@ class Function:
     """One Lambda function: a services module with ``handler(event, context)``."""
 
     module: str  # services/<module>.py
-    principal: str  # its policy in cartflow.resources.iam
+    principal: str  # its policy in cartflow.infra.iam
     timeout_seconds: int = 60
     memory_mb: int = 512
 
@@ -68,7 +68,7 @@ class Function:
 
     @property
     def handler(self) -> str:
-        return f"cartflow.services.{self.module}.handler"
+        return f"services.{self.module}.handler"
 
 
 FUNCTIONS: tuple[Function, ...] = (
@@ -79,7 +79,7 @@ FUNCTIONS: tuple[Function, ...] = (
 )
 SCHEDULED = ("debouncer", "controller")  # EventBridge Scheduler ticks these (modules)
 # The services image's ENTRYPOINT is the `cartflow` CLI; Lambda runs the Runtime API loop instead.
-LAMBDA_ENTRYPOINT = ["python", "-m", "cartflow.lambda_runtime"]
+LAMBDA_ENTRYPOINT = ["python", "-m", "services.lambda_runtime"]
 # Retention values CloudWatch Logs accepts.
 LOG_RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653]
 FARGATE_CPU = ["1024", "2048", "4096", "8192", "16384"]
@@ -232,15 +232,36 @@ def _parameters(settings: Settings) -> dict[str, Any]:
             "Type": "List<AWS::EC2::Subnet::Id>",
             "Description": "Subnets of the Spark job tasks (need a route to S3, DynamoDB, ECR, CloudWatch Logs)",
         },
-        "SparkJobCpu": {"Type": "String", "Default": "2048", "AllowedValues": FARGATE_CPU,
-                        "Description": "Fargate CPU units of one Spark job task"},
-        "SparkJobMemory": {"Type": "Number", "Default": 8192, "MinValue": 2048, "MaxValue": 122880,
-                           "Description": "Fargate memory (MiB) of one Spark job task; must suit SparkJobCpu"},
-        "SparkDriverMemory": {"Type": "String", "Default": "6g", "AllowedPattern": r"^[0-9]+[mg]$",
-                              "Description": "JVM heap of the job (local[*]: driver = executors); leave ~2 GiB headroom"},
+        "SparkJobCpu": {
+            "Type": "String",
+            "Default": "2048",
+            "AllowedValues": FARGATE_CPU,
+            "Description": "Fargate CPU units of one Spark job task",
+        },
+        "SparkJobMemory": {
+            "Type": "Number",
+            "Default": 8192,
+            "MinValue": 2048,
+            "MaxValue": 122880,
+            "Description": "Fargate memory (MiB) of one Spark job task; must suit SparkJobCpu",
+        },
+        "SparkDriverMemory": {
+            "Type": "String",
+            "Default": "6g",
+            "AllowedPattern": r"^[0-9]+[mg]$",
+            "Description": "JVM heap of the job (local[*]: driver = executors); leave ~2 GiB headroom",
+        },
         "LogRetentionDays": {"Type": "Number", "Default": 30, "AllowedValues": LOG_RETENTION_DAYS},
-        "FailureEmail": {"Type": "String", "Default": "", "Description": "Email subscribed to failed-batch notices (empty: none)"},
-        "SuccessEmail": {"Type": "String", "Default": "", "Description": "Email subscribed to finished-batch notices (empty: none)"},
+        "FailureEmail": {
+            "Type": "String",
+            "Default": "",
+            "Description": "Email subscribed to failed-batch notices (empty: none)",
+        },
+        "SuccessEmail": {
+            "Type": "String",
+            "Default": "",
+            "Description": "Email subscribed to finished-batch notices (empty: none)",
+        },
     }
 
 
@@ -368,8 +389,7 @@ def _table(t: Mapping[str, Any]) -> dict[str, Any]:
     }
     if t.get("indexes"):
         props["GlobalSecondaryIndexes"] = [
-            {"IndexName": i["name"], "KeySchema": _key_schema(i), "Projection": {"ProjectionType": "ALL"}}
-            for i in t["indexes"]
+            {"IndexName": i["name"], "KeySchema": _key_schema(i), "Projection": {"ProjectionType": "ALL"}} for i in t["indexes"]
         ]
     if t.get("stream"):
         props["StreamSpecification"] = {"StreamViewType": t["stream"]}
@@ -379,7 +399,11 @@ def _table(t: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _functions(
-    settings: Settings, options: TemplateOptions, policies: Mapping[str, Any], rendered: Mapping[str, Any], spec: Mapping[str, Any]
+    settings: Settings,
+    options: TemplateOptions,
+    policies: Mapping[str, Any],
+    rendered: Mapping[str, Any],
+    spec: Mapping[str, Any],
 ) -> dict[str, Any]:
     res: dict[str, Any] = {}
     env = environment(FUNCTION_SETTINGS, _setting_values(settings))
@@ -389,7 +413,9 @@ def _functions(
         doc = copy.deepcopy(policies[f.principal])
         doc["Statement"].append(_write_logs(log_group))
         res[log_group] = _log_group(f"/aws/lambda/{name}")
-        res[f"{f.logical}Role"] = _role("lambda.amazonaws.com", {f"{options.name_prefix}-{f.principal}": doc}, source_account=False)
+        res[f"{f.logical}Role"] = _role(
+            "lambda.amazonaws.com", {f"{options.name_prefix}-{f.principal}": doc}, source_account=False
+        )
         res[f"{f.logical}Function"] = {
             "Type": "AWS::Lambda::Function",
             "Properties": {
@@ -409,7 +435,9 @@ def _functions(
 
     # S3 -> SQS -> ingest, as locally (the spec's bucket notification names the queue).
     (notification,) = rendered["bucket"]["notifications"]
-    queue_id = next(_logical_id(r["name"]) for r, q in zip(spec["queues"], rendered["queues"]) if q["name"] == notification["queue"])
+    queue_id = next(
+        _logical_id(r["name"]) for r, q in zip(spec["queues"], rendered["queues"]) if q["name"] == notification["queue"]
+    )
     res["IngestEventSource"] = {
         "Type": "AWS::Lambda::EventSourceMapping",
         "Properties": {
@@ -525,7 +553,7 @@ def _spark_job(settings: Settings, options: TemplateOptions, policies: Mapping[s
             "TaskRoleArn": cfn("SparkJobTaskRole.Arn"),
             "ContainerDefinitions": [
                 {
-                    # The image's ENTRYPOINT (python -m cartflow.jobs) is kept: the state machine
+                    # The image's ENTRYPOINT (python -m spark.jobs) is kept: the state machine
                     # overrides the command with `<job> --batch <json>`.
                     "Name": settings.ecs_container_name,
                     "Image": _ref("SparkImageUri"),
@@ -569,7 +597,9 @@ def state_machine_definition(settings: Settings, options: TemplateOptions) -> st
     return _TOKEN.sub(r"${\1}", text)
 
 
-def _state_machine(settings: Settings, options: TemplateOptions, rendered: Mapping[str, Any], policies: Mapping[str, Any]) -> dict[str, Any]:
+def _state_machine(
+    settings: Settings, options: TemplateOptions, rendered: Mapping[str, Any], policies: Mapping[str, Any]
+) -> dict[str, Any]:
     return {
         "StateMachineRole": _role("states.amazonaws.com", {f"{options.name_prefix}-state-machine": policies["state-machine"]}),
         "StateMachine": {
@@ -612,11 +642,10 @@ def build_template(settings: Settings, options: TemplateOptions | None = None, s
         resources.update(part)
     template = {
         "AWSTemplateFormatVersion": "2010-09-09",
-        "Description": "cartflow pipeline. Generated by cartflow/deploy/template.py from cartflow/resources/spec.yaml; do not edit.",
+        "Description": "cartflow pipeline. Generated by cartflow/infra/cloudformation.py from cartflow/core/spec.yaml; do not edit.",
         "Parameters": _parameters(settings),
         "Conditions": {
-            f"Has{which}Email": {"Fn::Not": [{"Fn::Equals": [_ref(f"{which}Email"), ""]}]}
-            for which in ("Failure", "Success")
+            f"Has{which}Email": {"Fn::Not": [{"Fn::Equals": [_ref(f"{which}Email"), ""]}]} for which in ("Failure", "Success")
         },
         "Resources": resources,
         "Outputs": {

@@ -30,8 +30,6 @@ from typing import Annotated, Any
 
 import typer
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 # image name -> Dockerfile (relative to the build context, the repo root)
 IMAGES: dict[str, str] = {
     "services": "services/Dockerfile",
@@ -46,6 +44,19 @@ images_app = typer.Typer(help="Build and push the container images", no_args_is_
 
 class ImageError(RuntimeError):
     """A build or push reported an error."""
+
+
+def checkout(root: Path | None = None) -> Path:
+    """The build context: a cartflow checkout (the current directory unless given).
+
+    Images are built from source, so this is the one command that needs a checkout; the
+    installed package never looks for one next to itself.
+    """
+    root = (root or Path.cwd()).resolve()
+    missing = [f for f in IMAGES.values() if not (root / f).is_file()]
+    if missing:
+        raise ImageError(f"{root} is not a cartflow checkout (no {', '.join(missing)}): run this from the repository root")
+    return root
 
 
 @dataclass(frozen=True)
@@ -73,8 +84,8 @@ class PushedImage:
 # ----------------------------------------------------------------------------- metadata
 
 
-def project_version(root: Path = REPO_ROOT) -> str:
-    pyproject = root / "pyproject.toml"
+def project_version(root: Path | None = None) -> str:
+    pyproject = checkout(root) / "pyproject.toml"
     if pyproject.is_file():
         return str(tomllib.loads(pyproject.read_text())["project"]["version"])
     from importlib.metadata import version
@@ -82,8 +93,9 @@ def project_version(root: Path = REPO_ROOT) -> str:
     return version("cartflow")
 
 
-def git_sha(root: Path = REPO_ROOT) -> str:
+def git_sha(root: Path | None = None) -> str:
     """Short commit id, with ``-dirty`` when tracked or untracked files differ from it."""
+    root = checkout(root)
 
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True).stdout.strip()
@@ -96,7 +108,7 @@ def git_sha(root: Path = REPO_ROOT) -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
-def default_tags(root: Path = REPO_ROOT) -> tuple[str, ...]:
+def default_tags(root: Path | None = None) -> tuple[str, ...]:
     return (git_sha(root), project_version(root))
 
 
@@ -134,12 +146,13 @@ def build_images(
     only: Iterable[str] | None = None,
     tags: Iterable[str] | None = None,
     *,
-    root: Path = REPO_ROOT,
+    root: Path | None = None,
     no_cache: bool = False,
     echo: bool = False,
     client: Any = None,
 ) -> list[BuiltImage]:
     """Build every (or the selected) image and tag it locally as ``cartflow-<name>:<tag>``."""
+    root = checkout(root)
     client = client or docker_client()
     tags = tuple(tags) if tags else default_tags(root)
     sha, version = git_sha(root), project_version(root)

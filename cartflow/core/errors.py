@@ -2,7 +2,7 @@
 
 A process that cannot reach its AWS endpoint, finds a table missing or is misconfigured
 must say so in one line an operator can act on and exit non-zero, instead of printing a
-botocore traceback or retrying forever. Used by the CLI (cartflow.cli_ops) and the local
+botocore traceback or retrying forever. Used by the CLI (cartflow.cli.ops) and the local
 runners (cartflow.local.*).
 """
 
@@ -45,8 +45,14 @@ MISSING_CODES = frozenset(
 )
 # Configuration/credential problems: also not fixed by waiting.
 CONFIG_CODES = frozenset(
-    {"AccessDenied", "AccessDeniedException", "UnrecognizedClientException", "InvalidClientTokenId",
-     "InvalidSignatureException", "ExpiredTokenException"}
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "ExpiredTokenException",
+    }
 )
 _UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError, ReadTimeoutError, ConnectionError)
 _TABLE_IN_MESSAGE = re.compile(r"Table: (?P<name>[A-Za-z0-9_.-]+) not found")

@@ -62,10 +62,10 @@ def _contracts_dir() -> Path:
     for d in _CONTRACT_DIRS:
         if d.is_dir():
             return d
-    # Installed (non-editable) package: contracts ship as package data of cartflow.jobs.
+    # Installed (non-editable) package: contracts ship as package data of spark.jobs.
     from importlib.resources import files
 
-    return Path(str(files("cartflow.jobs") / "contracts"))
+    return Path(str(files("spark.jobs") / "contracts"))
 
 
 def load_contract_columns(dataset: str) -> dict[str, _Col]:
@@ -93,7 +93,7 @@ class _Spec:
     lines: dict[str, _Col]
 
     @classmethod
-    def load(cls) -> "_Spec":
+    def load(cls) -> _Spec:
         return cls(*(load_contract_columns(d) for d in ("orders", "order_items", "products", "order_lines")))
 
 
@@ -436,7 +436,7 @@ def generate(
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def main() -> None:  # pragma: no cover - convenience CLI: python -m cartflow.fixturegen SHAPE ROWS OUT
+def main() -> None:  # pragma: no cover - convenience CLI: python -m cartflow.local.fixturegen SHAPE ROWS OUT
     import argparse
     import time
 
