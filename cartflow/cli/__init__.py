@@ -1,5 +1,5 @@
 """The ``cartflow`` command line (entry point ``cartflow.cli:app``)."""
 
-from cartflow.cli.app import app
+from cartflow.cli.main import app
 
 __all__ = ["app"]

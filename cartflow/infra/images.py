@@ -1,4 +1,4 @@
-"""`cartflow images build|push`: the container images, tagged and pushed with the Docker SDK.
+"""The container images: built, tagged and pushed with the Docker SDK (`cartflow images build|push`).
 
 Two images, both built from the repo root (``.dockerignore`` trims the context):
 
@@ -13,22 +13,21 @@ and pushes; for ECR (``<account>.dkr.ecr.<region>.amazonaws.com``) it logs in fi
 ``ecr:GetAuthorizationToken`` through boto3's usual credential chain (no secret is ever
 read from cartflow settings or written to disk; the token only lives in this process).
 
-The lead mounts ``images_app`` as ``cartflow images``.
+The typer commands are in cartflow/cli/images.py; ``cartflow deploy`` (cartflow/infra/ship.py)
+calls these functions directly.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import re
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 # image name -> Dockerfile (relative to the build context, the repo root)
 IMAGES: dict[str, str] = {
@@ -38,8 +37,6 @@ IMAGES: dict[str, str] = {
 REPOSITORY_PREFIX = "cartflow-"
 
 _ECR_RE = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
-
-images_app = typer.Typer(help="Build and push the container images", no_args_is_help=True)
 
 
 class ImageError(RuntimeError):
@@ -129,6 +126,12 @@ def docker_client() -> Any:
     return docker.from_env(timeout=600)  # version=None -> negotiated with the engine
 
 
+def _log(text: str) -> None:
+    # Progress goes to stderr, so stdout stays the command's result (refs, digests, JSON).
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
 def _consume(stream: Iterator[Mapping[str, Any]], echo: bool) -> list[Mapping[str, Any]]:
     """Drain a build/push JSON stream; raise on the first error it reports."""
     chunks = []
@@ -138,7 +141,7 @@ def _consume(stream: Iterator[Mapping[str, Any]], echo: bool) -> list[Mapping[st
             detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")
             raise ImageError(str(detail).strip())
         if echo and chunk.get("stream"):
-            typer.echo(chunk["stream"], nl=False, err=True)
+            _log(chunk["stream"])
     return chunks
 
 
@@ -252,51 +255,5 @@ def push_images(
                 raise ImageError(f"push of {target}:{tag} reported no digest")
             pushed.append(PushedImage(name=b.name, reference=f"{target}:{tag}", digest=digest))
             if echo:
-                typer.echo(f"pushed {target}:{tag} {digest}", err=True)
+                _log(f"pushed {target}:{tag} {digest}\n")
     return pushed
-
-
-# ----------------------------------------------------------------------------- CLI
-
-OnlyOpt = Annotated[list[str] | None, typer.Option("--only", help="services | spark (repeatable); default: all")]
-
-
-@images_app.command("build")
-def build_cmd(
-    only: OnlyOpt = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="tags (repeatable); default: git sha + version")] = None,
-    no_cache: Annotated[bool, typer.Option(help="build without the layer cache")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no build log")] = False,
-) -> None:
-    """Build every image, tagged with the git sha and the pyproject version."""
-    try:
-        built = build_images(only, tag, no_cache=no_cache, echo=not quiet)
-    except ImageError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    for b in built:
-        for ref in b.refs():
-            typer.echo(ref)
-
-
-@images_app.command("push")
-def push_cmd(
-    registry: Annotated[str, typer.Option(help="HOST[:port][/prefix], e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com/team")],
-    only: OnlyOpt = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="tags (repeatable); default: git sha + version")] = None,
-    create_repositories: Annotated[bool, typer.Option(help="ECR: create missing repositories")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print the pushed references and digests as JSON")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no build log")] = False,
-) -> None:
-    """Build, tag (git sha + version) and push every image; ECR logins via boto3."""
-    try:
-        built = build_images(only, tag, echo=not quiet)
-        pushed = push_images(built, registry, create_repositories=create_repositories, echo=not quiet)
-    except ImageError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    if as_json:
-        typer.echo(json.dumps([asdict(p) | {"by_digest": p.by_digest} for p in pushed], indent=2))
-    else:
-        for p in pushed:
-            typer.echo(f"{p.reference} {p.digest}")

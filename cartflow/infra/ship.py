@@ -9,7 +9,7 @@ default VPC) -> template (cartflow/infra/cloudformation.py) with the images *by 
 -> print -> execute and wait (or delete it, and the empty stack of a first dry run).
 
 Credentials come from boto3's usual chain; ``--endpoint-url`` points every client at an
-emulator (what the integration test does).
+emulator (what the integration test does). The typer command is in cartflow/cli/deploy.py.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -231,7 +230,7 @@ def execute(cfn: Any, cs: ChangeSet, timeout: float) -> dict[str, str]:
         status = stack["StackStatus"]
         if status in done:
             return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-        if status.endswith("_COMPLETE") or status.endswith("_FAILED"):
+        if status.endswith(("_COMPLETE", "_FAILED")):
             raise DeployError(f"stack {cs.stack} ended {status}: {'; '.join(failure_reasons(cfn, cs.stack))}")
         if time.monotonic() > deadline:
             raise DeployError(f"stack {cs.stack} still {status} after {timeout:.0f}s")
@@ -250,7 +249,7 @@ def deploy(request: DeployRequest, settings: Settings | None = None) -> ChangeSe
     account = str(clients("sts").get_caller_identity()["Account"])
     settings = (settings or Settings()).model_copy(update={"region": request.region, "account_id": account})
     uris = push_images(request, account)
-    for name, uri in uris.items():
+    for uri in uris.values():
         _repository(uri)  # validates the digest pin
     vpc_id, subnets = network(request, clients("ec2"))
     options = TemplateOptions(assign_public_ip=request.assign_public_ip, spark_repository=_repository(uris["spark"]))
@@ -274,66 +273,3 @@ def deploy(request: DeployRequest, settings: Settings | None = None) -> ChangeSe
     console.print(f"stack {request.stack} deployed")
     console.print_json(json.dumps(outputs))
     return cs
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def _pairs(items: Iterable[str] | None, what: str) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise typer.BadParameter(f"{what} must be NAME=VALUE, got {item!r}")
-        out[key] = value
-    return out
-
-
-def deploy_cmd(
-    stack: Annotated[str, typer.Option(help="CloudFormation stack name")],
-    region: Annotated[str, typer.Option(help="AWS region, e.g. eu-west-1")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the change set, then delete it")] = False,
-    endpoint_url: Annotated[str | None, typer.Option(help="emulator endpoint for every client")] = None,
-    bucket: Annotated[str | None, typer.Option(help="data bucket; default <bucket>-<account>-<region>")] = None,
-    image_uri: Annotated[list[str] | None, typer.Option(help="services=URI / spark=URI by digest: skip build+push")] = None,
-    registry: Annotated[
-        str | None, typer.Option(help="push to a registry HOST or HOST/PREFIX; default this account's ECR")
-    ] = None,
-    vpc_id: Annotated[str | None, typer.Option(help="VPC of the Spark tasks; default: the default VPC")] = None,
-    subnet_id: Annotated[list[str] | None, typer.Option(help="subnet (repeatable); default: the VPC's subnets")] = None,
-    public_ip: Annotated[bool, typer.Option(help="Spark tasks get a public IP (public subnets, no NAT)")] = True,
-    param: Annotated[list[str] | None, typer.Option(help="template parameter NAME=VALUE (repeatable)")] = None,
-) -> None:
-    """Push the images and create/update the AWS stack (CloudFormation change set)."""
-    request = DeployRequest(
-        stack=stack,
-        region=region,
-        dry_run=dry_run,
-        endpoint_url=endpoint_url,
-        bucket=bucket,
-        image_uris=_pairs(image_uri, "--image-uri"),
-        registry=registry,
-        vpc_id=vpc_id,
-        subnet_ids=list(subnet_id or []),
-        assign_public_ip=public_ip,
-        parameters=_pairs(param, "--param"),
-    )
-    try:
-        deploy(request)
-    except DeployError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
-
-
-def template_cmd(
-    public_ip: Annotated[bool, typer.Option(help="Spark tasks get a public IP")] = True,
-    spark_repository: Annotated[str, typer.Option(help="ECR repository of the Spark image ('' = not ECR)")] = "cartflow-spark",
-) -> None:
-    """Print the CloudFormation template (JSON) generated from the resource spec."""
-    options = TemplateOptions(assign_public_ip=public_ip, spark_repository=spark_repository or None)
-    typer.echo(json.dumps(build_template(Settings(), options), indent=2))
-
-
-def register(app: typer.Typer) -> None:
-    app.command("deploy")(deploy_cmd)
-    app.command("deploy-template")(template_cmd)

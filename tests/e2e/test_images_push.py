@@ -94,8 +94,10 @@ def test_push_every_image_and_pull_back_by_digest(local_registry: str) -> None:
 def test_cli_push_prints_digests_as_json(local_registry: str) -> None:
     from typer.testing import CliRunner
 
+    from cartflow.cli.images import images_app
+
     result = CliRunner().invoke(
-        images.images_app, ["push", "--registry", f"{local_registry}/cli", "--only", "services", "--quiet", "--json"]
+        images_app, ["push", "--registry", f"{local_registry}/cli", "--only", "services", "--quiet", "--json"]
     )
     assert result.exit_code == 0, result.output
     pushed = json.loads(result.stdout)

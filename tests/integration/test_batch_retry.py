@@ -70,8 +70,8 @@ def get(deps: Deps) -> Chunk:
 def cli(*args: str) -> tuple[int, str]:
     import typer
 
-    from cartflow.cli.ops import audit as audit_cmd
-    from cartflow.cli.ops import batches_app
+    from cartflow.cli.batches import audit as audit_cmd
+    from cartflow.cli.batches import batches_app
 
     app = typer.Typer()
     app.add_typer(batches_app, name="batches")

@@ -221,7 +221,8 @@ def test_spark_runner_stops_and_reports_when_its_activity_is_missing(tmp_path: P
 def test_cli_commands_print_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
     import typer
 
-    from cartflow.cli.ops import batches_app, guard_commands
+    from cartflow.cli.batches import batches_app
+    from cartflow.cli.guard import guard_commands
 
     app = typer.Typer()
     app.add_typer(batches_app, name="batches")

@@ -1,0 +1,106 @@
+"""Operator commands: `cartflow batches list|show|retry` and `cartflow audit`.
+
+The logic lives in cartflow.ops (actions and views); these only format its results.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cartflow.cli.context import console, deps, err_console
+from cartflow.cli.guard import one_line_errors
+from cartflow.cli.tables import batches_detail_table
+from cartflow.core.models import BatchStatus
+
+batches_app = typer.Typer(help="Batches: list them, retry a failed one", no_args_is_help=True)
+
+
+@batches_app.command("list")
+@one_line_errors
+def list_cmd(
+    status: Annotated[BatchStatus | None, typer.Option(help="only batches in this status")] = None,
+) -> None:
+    """Every batch (oldest first) with status, files, attempt, execution and error."""
+    from cartflow.ops.actions import list_batches, retry_command
+
+    chunks = list_batches(deps(), status)
+    console.print(batches_detail_table(chunks, f"batches ({status.value})" if status else "batches"))
+    failed = [c for c in chunks if c.status == BatchStatus.FAILED.value]
+    if failed:
+        console.print(f"{len(failed)} failed; re-run one with: {retry_command(failed[0].batch_id)}", highlight=False)
+
+
+@batches_app.command("show")
+@one_line_errors
+def show_cmd(batch_id: Annotated[str, typer.Argument(help="a batch id (see cartflow batches list)")]) -> None:
+    """The validation report of one batch: counts per dataset and rule, every file's outcome and reason."""
+    from cartflow.cli.reports import validation_tables
+    from cartflow.ops.views import validation_result
+
+    try:
+        result = validation_result(deps(), batch_id)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="BATCH_ID") from None
+    if result is None:
+        console.print(f"[red]no validation result for batch {batch_id} (not validated yet, or unknown)[/]")
+        raise typer.Exit(1)
+    for table in validation_tables(result):
+        console.print(table)
+
+
+@batches_app.command("retry")
+@one_line_errors
+def retry_cmd(batch_id: Annotated[str, typer.Argument(help="a failed batch's id")]) -> None:
+    """Re-run a failed batch: failed -> pending; the stream trigger / controller start it."""
+    from cartflow.ops.actions import RetryRefused, retry_batch
+
+    try:
+        result = retry_batch(deps(), batch_id)
+    except RetryRefused as refused:
+        err_console.print(f"[red]refused:[/] {refused}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(
+        f"batch {result.batch_id} queued again (attempt {result.attempt}); it starts as execution "
+        f"{result.execution_name} when nothing else is in flight. Watch: cartflow batches list",
+        highlight=False,
+    )
+
+
+@one_line_errors
+def audit(
+    stuck_after: Annotated[float, typer.Option(help="seconds before a waiting file counts as stuck")] = 300.0,
+    all_files: Annotated[bool, typer.Option("--all/--summary", help="list every file, not only totals")] = True,
+) -> None:
+    """Every raw file ever seen and its one state, totals, and the exactly-once checks (exit 1 on a finding)."""
+    from cartflow.ops.actions import audit as run_audit
+    from cartflow.ops.views import ledger
+
+    d = deps()
+    rows = ledger(d)
+    if all_files:
+        t = Table(title=f"files ({len(rows)} uploads)")
+        for col in ("file", "state", "detail"):
+            t.add_column(col, overflow="fold")
+        for r in rows:
+            t.add_row(r.s3_path.split("/", 3)[-1], r.outcome, r.detail)
+        console.print(t)
+    totals = Counter(r.outcome for r in rows)
+    console.print(
+        "totals: " + ", ".join(f"{k} {totals.get(k, 0)}" for k in ("processed", "rejected", "failed", "in progress")),
+        highlight=False,
+    )
+    findings = run_audit(d, stuck_after_s=stuck_after)
+    if not findings:
+        console.print("audit: ok (every file in exactly one state, at most one batch in flight)")
+        return
+    t = Table(title=f"audit: {len(findings)} finding(s)")
+    for col in ("kind", "subject", "detail"):
+        t.add_column(col, overflow="fold")
+    for f in findings:
+        t.add_row(f.kind, f.subject, f.detail)
+    console.print(t)
+    raise typer.Exit(1)

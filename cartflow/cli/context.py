@@ -1,0 +1,27 @@
+"""What the commands share: the two consoles, Deps built from the settings, the fixtures folder."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from cartflow.core.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from cartflow.core.deps import Deps
+
+console = Console()
+err_console = Console(stderr=True)
+
+# The sample uploads ship as package data of `fixtures` (the repo folder in an editable install).
+FIXTURES = Path(str(resources.files("fixtures")))
+
+
+def deps(settings: Settings | None = None) -> Deps:
+    # Imported on use: building clients pulls in boto3, which `--help` should not pay for.
+    from cartflow.core.deps import Deps
+
+    return Deps.from_settings(settings or get_settings())
