@@ -3,7 +3,8 @@
 A group is quiet when its newest event's debounce deadline has passed. Its events become
 one or more chunks of at most `max_files_per_chunk` files; each chunk is created in the same
 transaction that marks its events processed (conditioned on them still being unprocessed),
-so running twice, or twice at once, never batches a file twice.
+so running twice, or twice at once, never batches a file twice. The chunk item itself is
+BatchTable's (cartflow.core.batch_table); this module owns the event side of the write.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from cartflow.core.batch_table import BatchTable
 from cartflow.core.deps import Deps, current_deps, query_items, to_ddb, values
-from cartflow.core.models import BatchStatus, EventStatus
+from cartflow.core.models import EventStatus
 
 logger = Logger(service="cartflow-debouncer")
 UNBATCHED_INDEX = "unbatched"
@@ -56,66 +58,47 @@ def plan_chunks(events: list[PendingEvent], now: float, max_files: int) -> dict[
     return plan
 
 
-def chunk_transaction(
-    deps: Deps, group_key: str, batch_id: str, created_ms: int, events: list[PendingEvent]
-) -> list[dict[str, Any]]:
+def event_updates(deps: Deps, batch_id: str, created_ms: int, events: list[PendingEvent]) -> list[dict[str, Any]]:
+    """The transaction items marking ``events`` batched into ``batch_id``, each conditioned on
+    its event still being unprocessed (written with the chunk: BatchTable.create)."""
     s = deps.settings
-    chunk = {
-        "group_key": group_key,
-        "batch_id": batch_id,
-        "status": BatchStatus.PENDING.value,
-        "created_at": created_ms,
-        "batch_start_timestamp": events[0].arrival_timestamp,
-        "file_paths": [e.s3_path for e in events],
-        "file_count": len(events),
-    }
     expires = created_ms // 1000 + s.event_retention_days * 86_400
-    items: list[dict[str, Any]] = [
+    return [
         {
-            "Put": {
-                "TableName": s.batch_chunks_table,
-                "Item": to_ddb(chunk),
-                "ConditionExpression": "attribute_not_exists(batch_id)",
+            "Update": {
+                "TableName": s.events_table,
+                "Key": to_ddb({"group_key": e.group_key, "arrival_timestamp": e.arrival_timestamp}),
+                "UpdateExpression": "SET processed_flag = :t, #s = :batched, batch_id = :b, "
+                "batch_start_timestamp = :bs, expires_at = :x REMOVE unbatched",
+                "ConditionExpression": "processed_flag = :f",
+                "ExpressionAttributeNames": {"#s": "status"},
+                "ExpressionAttributeValues": values(
+                    t=True,
+                    f=False,
+                    batched=EventStatus.BATCHED.value,
+                    b=batch_id,
+                    bs=events[0].arrival_timestamp,
+                    x=expires,
+                ),
             }
         }
+        for e in events
     ]
-    for e in events:
-        items.append(
-            {
-                "Update": {
-                    "TableName": s.events_table,
-                    "Key": to_ddb({"group_key": e.group_key, "arrival_timestamp": e.arrival_timestamp}),
-                    "UpdateExpression": "SET processed_flag = :t, #s = :batched, batch_id = :b, "
-                    "batch_start_timestamp = :bs, expires_at = :x REMOVE unbatched",
-                    "ConditionExpression": "processed_flag = :f",
-                    "ExpressionAttributeNames": {"#s": "status"},
-                    "ExpressionAttributeValues": values(
-                        t=True,
-                        f=False,
-                        batched=EventStatus.BATCHED.value,
-                        b=batch_id,
-                        bs=events[0].arrival_timestamp,
-                        x=expires,
-                    ),
-                }
-            }
-        )
-    return items
 
 
 def close_quiet_groups(deps: Deps) -> list[str]:
     """Create chunks for every quiet group; returns the batch ids created."""
     now = deps.now()
     created_ms = deps.now_ms()
-    ddb = deps.clients.dynamodb
+    table = BatchTable(deps)
     created = []
     for group_key, chunks in plan_chunks(unbatched_events(deps), now, deps.settings.max_files_per_chunk).items():
         for idx, events in enumerate(chunks):
             # Starts with the creation time so batch ids sort oldest first ("latest batch wins").
             batch_id = f"b{created_ms:013d}-{group_key}-{idx:03d}"
-            try:
-                ddb.transact_write_items(TransactItems=chunk_transaction(deps, group_key, batch_id, created_ms, events))
-            except ddb.exceptions.TransactionCanceledException:
+            paths = [e.s3_path for e in events]
+            updates = event_updates(deps, batch_id, created_ms, events)
+            if not table.create(group_key, batch_id, created_ms, paths, events[0].arrival_timestamp, with_writes=updates):
                 logger.info("chunk lost a race, skipped", extra={"batch_id": batch_id})
                 continue
             created.append(batch_id)

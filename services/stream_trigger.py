@@ -12,6 +12,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from cartflow.core.batch_table import STATUS, is_lock
 from cartflow.core.deps import Deps, current_deps
 from cartflow.core.models import BatchStatus
 from services.dispatch import start_next_pending
@@ -26,9 +27,9 @@ def should_dispatch(event: DynamoDBStreamEvent) -> bool:
     for record in event.records:
         ddb = record.dynamodb
         image = ddb.new_image if ddb else None
-        if not image or image.get("group_key") == "#lock":
+        if not image or is_lock(image):
             continue
-        if str(record.event_name.name if record.event_name else "") in ("INSERT", "MODIFY") and image.get("status") in _WAKING:
+        if str(record.event_name.name if record.event_name else "") in ("INSERT", "MODIFY") and image.get(STATUS) in _WAKING:
             return True
     return False
 

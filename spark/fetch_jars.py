@@ -5,12 +5,14 @@ Jars are resolved ONCE into a cache directory (or baked into an image with ``--d
 never at job start: ``spark.jobs.session.build_spark`` only checks they are there.
 
     python spark/fetch_jars.py                 # into Settings().jars_dir
-    python spark/fetch_jars.py --dest /opt/jars  # Docker build (no cartflow import needed)
+    python -m spark.fetch_jars --dest /opt/jars  # Docker build (no cartflow install needed)
     python spark/fetch_jars.py --check         # exit 1 if a jar is missing or corrupt
     python spark/fetch_jars.py --relock        # maintainers: re-resolve the lock (needs mvn + pyspark)
 
-Stdlib only, so it runs in a bare build stage. Every jar is verified against the sha256
-in the lock; a file is written under a temporary name and renamed only once verified.
+Stdlib only, plus two stdlib-only core modules (cartflow.core.exceptions, cartflow.core.retry),
+so it runs in a bare build stage: spark/Dockerfile copies just those files and runs it as a
+module. Every jar is verified against the sha256 in the lock; a file is written under a
+temporary name and renamed only once verified.
 """
 
 from __future__ import annotations
@@ -30,15 +32,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from cartflow.core.exceptions import CartflowError
+from cartflow.core.retry import Backoff, retry
+
 MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
 LOCK_PATH = Path(__file__).resolve().parent / "jobs" / "jars.lock"
 
 _CHUNK = 1 << 16
 _ATTEMPTS = 3  # transient network errors only; a sha mismatch is never retried
+_BACKOFF = Backoff(base_s=1.0, max_s=2.0)  # waits of at most 1 s, then 2 s (jittered)
+_TRANSIENT = (urllib.error.URLError, OSError, TimeoutError)
 _TIMEOUT_S = 60
 
 
-class FetchError(RuntimeError):
+class FetchError(CartflowError, RuntimeError):
     """A locked jar could not be downloaded or did not match its sha256."""
 
 
@@ -93,32 +100,39 @@ def _is_valid(path: Path, jar: LockedJar) -> bool:
 # ----------------------------------------------------------------------------- fetch
 
 
-def _download(jar: LockedJar, dest: Path, repo: str) -> None:
+def _download_once(jar: LockedJar, dest: Path, url: str) -> None:
     """Stream one jar to a temp file in ``dest``, verify, then rename into place."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{jar.filename}.", suffix=".part", dir=dest)
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp:  # noqa: S310  https:// or file:// repos
+            while chunk := resp.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != jar.sha256:
+            raise FetchError(
+                f"{jar.coordinate} ({jar.filename}): sha256 mismatch from {url}: expected {jar.sha256}, got {digest.hexdigest()}"
+            )
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; images run jobs as a non-root user
+        os.replace(tmp, dest / jar.filename)  # atomic: readers never see a partial jar
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _download(jar: LockedJar, dest: Path, repo: str) -> None:
+    """``_download_once``, retried on transient network errors; FetchError when it cannot be had."""
     url = jar.url(repo)
-    for attempt in range(1, _ATTEMPTS + 1):
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{jar.filename}.", suffix=".part", dir=dest)
-        tmp = Path(tmp_name)
-        try:
-            digest = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp:
-                while chunk := resp.read(_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-            if digest.hexdigest() != jar.sha256:
-                raise FetchError(
-                    f"{jar.coordinate} ({jar.filename}): sha256 mismatch from {url}: "
-                    f"expected {jar.sha256}, got {digest.hexdigest()}"
-                )
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; images run jobs as a non-root user
-            os.replace(tmp, dest / jar.filename)  # atomic: readers never see a partial jar
-            return
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            if attempt == _ATTEMPTS:
-                raise FetchError(f"{jar.coordinate} ({jar.filename}): download from {url} failed: {exc}") from exc
-            time.sleep(attempt)
-        finally:
-            tmp.unlink(missing_ok=True)
+    try:
+        retry(
+            lambda: _download_once(jar, dest, url),
+            attempts=_ATTEMPTS,
+            backoff=_BACKOFF,
+            retry_if=lambda exc: isinstance(exc, _TRANSIENT),
+            sleep=time.sleep,
+        )
+    except _TRANSIENT as exc:
+        raise FetchError(f"{jar.coordinate} ({jar.filename}): download from {url} failed: {exc}") from exc
 
 
 def fetch(dest: Path, repo: str = MAVEN_CENTRAL, lock: Path = LOCK_PATH, workers: int = 8) -> list[Path]:
@@ -219,7 +233,7 @@ def _mvn_resolve(workdir: Path, pom: str) -> list[tuple[str, str, str, Path]]:
     out = workdir / "deps.txt"
     cmd = ["mvn", "-B", "-q", "-f", str(workdir / "pom.xml"), f"{_DEP_PLUGIN}:list", "-DincludeScope=runtime",
            "-DoutputAbsoluteArtifactFilename=true", f"-DoutputFile={out}"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # the code is reported below
     if proc.returncode != 0:
         raise SystemExit(f"mvn failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
     resolved = []
@@ -240,7 +254,8 @@ def relock(lock: Path = LOCK_PATH) -> None:
     if (hadoop := _jar_version(jars_dir, "hadoop-client-api")) != HADOOP_VERSION:
         raise SystemExit(f"pyspark ships hadoop-client-api {hadoop}, lock pins hadoop-aws {HADOOP_VERSION}")
     jackson = _jar_version(jars_dir, "jackson-databind")
-    excluded, managed = set(ALWAYS_EXCLUDED), {}
+    excluded = set(ALWAYS_EXCLUDED)
+    managed: dict[tuple[str, str], str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         # Iterate: excluding an artifact pyspark provides also drops its subtree, which can
         # change the closure; stop when nothing new is excluded or version-aligned.

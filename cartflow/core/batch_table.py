@@ -2,19 +2,48 @@
 
 Every status change is a conditional write from a known previous status, so two
 concurrent actors (stream trigger, controller, state machine) can never both win.
+This class owns the item shapes: every Python write of a chunk or of the lock is one
+of its methods (the state machine's own updateItem states are the only other writer).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
-from cartflow.core.deps import Deps, from_ddb, query_items, scan_items, values
+from cartflow.core.deps import Deps, from_ddb, query_items, scan_items, to_ddb, values
 from cartflow.core.models import BatchStatus
 
-# The lock lives in the same table under a key no chunk can have (group keys are dates).
-LOCK_KEY = {"group_key": {"S": "#lock"}, "batch_id": {"S": "#inflight"}}
+# Key and attribute names other modules read (stream images, scans).
+GROUP_KEY = "group_key"
+BATCH_ID = "batch_id"
+STATUS = "status"
+# The lock lives in the same table under a key no chunk can have (group keys are dates);
+# HOLDER is the batch id holding it, ACQUIRED_AT when (ms).
+LOCK_GROUP_KEY = "#lock"
+LOCK_BATCH_ID = "#inflight"
+HOLDER = "holder"
+ACQUIRED_AT = "acquired_at"
 STATUS_INDEX = "by_status"
+# Take the lock for batch :b at :t; re-entrant, so a holder left behind by a crashed
+# dispatcher does not block its own batch.
+_TAKE_LOCK = f"SET {HOLDER} = :b, {ACQUIRED_AT} = :t"
+_LOCK_FREE_OR_OURS = f"attribute_not_exists({HOLDER}) OR {HOLDER} = :b"
+
+
+def chunk_key(group_key: str, batch_id: str) -> dict[str, Any]:
+    """The table key of a chunk (DynamoDB wire format)."""
+    return {GROUP_KEY: {"S": group_key}, BATCH_ID: {"S": batch_id}}
+
+
+LOCK_KEY = chunk_key(LOCK_GROUP_KEY, LOCK_BATCH_ID)
+
+
+def is_lock(item: Mapping[str, Any]) -> bool:
+    """True for the lock item (plain values: a scanned item or a stream image)."""
+    return item.get(GROUP_KEY) == LOCK_GROUP_KEY
 
 
 @dataclass(frozen=True)
@@ -40,9 +69,9 @@ class Chunk:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Chunk:
         return cls(
-            group_key=d["group_key"],
-            batch_id=d["batch_id"],
-            status=d["status"],
+            group_key=d[GROUP_KEY],
+            batch_id=d[BATCH_ID],
+            status=d[STATUS],
             created_at=int(d["created_at"]),
             file_paths=list(d.get("file_paths", [])),
             execution_arn=d.get("execution_arn"),
@@ -57,7 +86,7 @@ class Chunk:
 
     @property
     def key(self) -> dict[str, Any]:
-        return {"group_key": {"S": self.group_key}, "batch_id": {"S": self.batch_id}}
+        return chunk_key(self.group_key, self.batch_id)
 
 
 class BatchTable:
@@ -75,28 +104,24 @@ class BatchTable:
             TableName=self.name,
             IndexName=STATUS_INDEX,
             KeyConditionExpression="#s = :s",
-            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeNames={"#s": STATUS},
             ExpressionAttributeValues=values(s=status.value),
             ScanIndexForward=True,
         )
         return [Chunk.from_dict(d) for d in items]
 
     def get(self, group_key: str, batch_id: str) -> Chunk | None:
-        item = self.ddb.get_item(
-            TableName=self.name,
-            Key={"group_key": {"S": group_key}, "batch_id": {"S": batch_id}},
-            ConsistentRead=True,
-        ).get("Item")
+        item = self.ddb.get_item(TableName=self.name, Key=chunk_key(group_key, batch_id), ConsistentRead=True).get("Item")
         return Chunk.from_item(item) if item else None
 
     def all(self) -> list[Chunk]:
-        chunks = [Chunk.from_dict(d) for d in scan_items(self.ddb, self.name) if d["group_key"] != "#lock"]
+        chunks = [Chunk.from_dict(d) for d in scan_items(self.ddb, self.name) if not is_lock(d)]
         return sorted(chunks, key=lambda c: (c.created_at, c.batch_id))
 
     def lock_holder(self) -> tuple[str | None, int | None]:
         item = self.ddb.get_item(TableName=self.name, Key=LOCK_KEY, ConsistentRead=True).get("Item") or {}
-        holder = item.get("holder", {}).get("S")
-        acquired = int(item["acquired_at"]["N"]) if "acquired_at" in item else None
+        holder = item.get(HOLDER, {}).get("S")
+        acquired = int(item[ACQUIRED_AT]["N"]) if ACQUIRED_AT in item else None
         return holder, acquired
 
     # ------------------------------------------------------------------ conditional writes
@@ -107,19 +132,59 @@ class BatchTable:
         except self.ddb.exceptions.ConditionalCheckFailedException:
             return False
 
+    def create(
+        self,
+        group_key: str,
+        batch_id: str,
+        created_ms: int,
+        file_paths: Sequence[str],
+        batch_start_timestamp: Decimal,
+        *,
+        with_writes: Sequence[dict[str, Any]] = (),
+    ) -> bool:
+        """Create a pending chunk in one transaction with ``with_writes`` (the debouncer marks
+        the chunk's events batched in it); False when the transaction was cancelled (a
+        concurrent run created the chunk or took one of its events first)."""
+        chunk = {
+            GROUP_KEY: group_key,
+            BATCH_ID: batch_id,
+            STATUS: BatchStatus.PENDING.value,
+            "created_at": created_ms,
+            "batch_start_timestamp": batch_start_timestamp,
+            "file_paths": list(file_paths),
+            "file_count": len(file_paths),
+        }
+        put = {"Put": {"TableName": self.name, "Item": to_ddb(chunk), "ConditionExpression": "attribute_not_exists(batch_id)"}}
+        try:
+            self.ddb.transact_write_items(TransactItems=[put, *with_writes])
+            return True
+        except self.ddb.exceptions.TransactionCanceledException:
+            return False
+
+    def stamp_worker_heartbeat(self, group_key: str, batch_id: str) -> bool:
+        """worker_heartbeat_at = now on a processing chunk (the local spark-runner's sign of life,
+        read by the controller's watchdog); False when the chunk is not processing."""
+        return self._conditional(
+            Key=chunk_key(group_key, batch_id),
+            UpdateExpression="SET worker_heartbeat_at = :t",
+            ConditionExpression="#s = :p",
+            ExpressionAttributeNames={"#s": STATUS},
+            ExpressionAttributeValues=values(t=self.deps.now_ms(), p=BatchStatus.PROCESSING.value),
+        )
+
     def acquire_lock(self, batch_id: str) -> bool:
         return self._conditional(
             Key=LOCK_KEY,
-            UpdateExpression="SET holder = :b, acquired_at = :t",
-            ConditionExpression="attribute_not_exists(holder) OR holder = :b",
+            UpdateExpression=_TAKE_LOCK,
+            ConditionExpression=_LOCK_FREE_OR_OURS,
             ExpressionAttributeValues=values(b=batch_id, t=self.deps.now_ms()),
         )
 
     def release_lock(self, batch_id: str) -> bool:
         return self._conditional(
             Key=LOCK_KEY,
-            UpdateExpression="REMOVE holder, acquired_at",
-            ConditionExpression="holder = :b",
+            UpdateExpression=f"REMOVE {HOLDER}, {ACQUIRED_AT}",
+            ConditionExpression=f"{HOLDER} = :b",
             ExpressionAttributeValues=values(b=batch_id),
         )
 
@@ -140,8 +205,8 @@ class BatchTable:
                         "Update": {
                             "TableName": self.name,
                             "Key": LOCK_KEY,
-                            "UpdateExpression": "SET holder = :b, acquired_at = :t",
-                            "ConditionExpression": "attribute_not_exists(holder) OR holder = :b",
+                            "UpdateExpression": _TAKE_LOCK,
+                            "ConditionExpression": _LOCK_FREE_OR_OURS,
                             "ExpressionAttributeValues": values(b=chunk.batch_id, t=now),
                         }
                     },
@@ -151,7 +216,7 @@ class BatchTable:
                             "Key": chunk.key,
                             "UpdateExpression": "SET #s = :p, processing_started_at = :t, processing_date = :d",
                             "ConditionExpression": "#s = :pending",
-                            "ExpressionAttributeNames": {"#s": "status"},
+                            "ExpressionAttributeNames": {"#s": STATUS},
                             "ExpressionAttributeValues": values(
                                 p=BatchStatus.PROCESSING.value, pending=BatchStatus.PENDING.value, t=now, d=processing_date
                             ),
@@ -168,7 +233,7 @@ class BatchTable:
             Key=chunk.key,
             UpdateExpression="SET execution_arn = :a",
             ConditionExpression="#s = :p",
-            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeNames={"#s": STATUS},
             ExpressionAttributeValues=values(a=execution_arn, p=BatchStatus.PROCESSING.value),
         )
 
@@ -178,7 +243,7 @@ class BatchTable:
             Key=chunk.key,
             UpdateExpression="SET #s = :pending, last_start_error = :e REMOVE processing_started_at, execution_arn",
             ConditionExpression="#s = :p",
-            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeNames={"#s": STATUS},
             ExpressionAttributeValues=values(pending=BatchStatus.PENDING.value, p=BatchStatus.PROCESSING.value, e=reason),
         )
 
@@ -188,10 +253,10 @@ class BatchTable:
         The next dispatch starts it as a new attempt (a new execution name); the attempt
         condition keeps two controllers from re-queuing it twice.
         """
-        vals: dict[str, Any] = dict(
-            pending=BatchStatus.PENDING.value, p=BatchStatus.PROCESSING.value, next=chunk.attempt + 1,
-            reruns=chunk.auto_reruns + 1, e=reason, none=[], prev=[chunk.execution_arn or ""],
-        )  # fmt: skip
+        vals: dict[str, Any] = {
+            "pending": BatchStatus.PENDING.value, "p": BatchStatus.PROCESSING.value, "next": chunk.attempt + 1,
+            "reruns": chunk.auto_reruns + 1, "e": reason, "none": [], "prev": [chunk.execution_arn or ""],
+        }  # fmt: skip
         condition = "#s = :p AND " + ("attempt = :a" if chunk.attempt else "attribute_not_exists(attempt)")
         if chunk.attempt:
             vals["a"] = chunk.attempt
@@ -203,7 +268,7 @@ class BatchTable:
                 "REMOVE execution_arn, processing_started_at, worker_heartbeat_at, execution_entered_at"
             ),
             ConditionExpression=condition,
-            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeNames={"#s": STATUS},
             ExpressionAttributeValues=values(**vals),
         )
 
@@ -217,9 +282,12 @@ class BatchTable:
         based on a stale read (someone else retried meanwhile) fail instead of skipping one.
         """
         sets = ["#s = :pending", "attempt = :next", "retried_at = :t"]
-        vals: dict[str, Any] = dict(
-            pending=BatchStatus.PENDING.value, failed=BatchStatus.FAILED.value, next=chunk.attempt + 1, t=self.deps.now_ms()
-        )
+        vals: dict[str, Any] = {
+            "pending": BatchStatus.PENDING.value,
+            "failed": BatchStatus.FAILED.value,
+            "next": chunk.attempt + 1,
+            "t": self.deps.now_ms(),
+        }
         if chunk.execution_arn:  # keep the history: every execution this batch ever had
             sets.append("previous_executions = list_append(if_not_exists(previous_executions, :none), :prev)")
             vals.update(none=[], prev=[chunk.execution_arn])
@@ -237,7 +305,7 @@ class BatchTable:
                         "ConditionCheck": {
                             "TableName": self.name,
                             "Key": LOCK_KEY,
-                            "ConditionExpression": "attribute_not_exists(holder) OR holder <> :b",
+                            "ConditionExpression": f"attribute_not_exists({HOLDER}) OR {HOLDER} <> :b",
                             "ExpressionAttributeValues": values(b=chunk.batch_id),
                         }
                     },
@@ -247,7 +315,7 @@ class BatchTable:
                             "Key": chunk.key,
                             "UpdateExpression": update,
                             "ConditionExpression": condition,
-                            "ExpressionAttributeNames": {"#s": "status", "#e": "error"},
+                            "ExpressionAttributeNames": {"#s": STATUS, "#e": "error"},
                             "ExpressionAttributeValues": values(**vals),
                         }
                     },
@@ -260,7 +328,7 @@ class BatchTable:
     def finish(self, chunk: Chunk, status: BatchStatus, error: str | None = None) -> bool:
         """processing -> done|failed (used by the controller when the state machine could not)."""
         expr = "SET #s = :new, finished_at = :t, finalized_by = :who"
-        vals = dict(new=status.value, p=BatchStatus.PROCESSING.value, t=self.deps.now_ms(), who="controller")
+        vals = {"new": status.value, "p": BatchStatus.PROCESSING.value, "t": self.deps.now_ms(), "who": "controller"}
         if error:
             expr += ", #e = :e"
             vals["e"] = error[:2000]
@@ -268,6 +336,6 @@ class BatchTable:
             Key=chunk.key,
             UpdateExpression=expr,
             ConditionExpression="#s = :p",
-            ExpressionAttributeNames={"#s": "status", **({"#e": "error"} if error else {})},
+            ExpressionAttributeNames={"#s": STATUS, **({"#e": "error"} if error else {})},
             ExpressionAttributeValues=values(**vals),
         )

@@ -2,8 +2,9 @@
 
 A process that cannot reach its AWS endpoint, finds a table missing or is misconfigured
 must say so in one line an operator can act on and exit non-zero, instead of printing a
-botocore traceback or retrying forever. Used by the CLI (cartflow.cli.ops) and the local
-runners (cartflow.local.*).
+botocore traceback or retrying forever. Used by the CLI (cartflow.cli) and the local
+runners (cartflow.local.*). The exception classes live in the stdlib-only
+cartflow.core.exceptions and the backoff in cartflow.core.retry (re-exported here).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from pydantic import ValidationError
+
+from cartflow.core.exceptions import CartflowError, InfraError  # noqa: F401  CartflowError re-exported
+from cartflow.core.retry import Backoff, backoff_delays, retry  # noqa: F401  backoff_delays re-exported
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,14 +62,16 @@ _UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedEr
 _TABLE_IN_MESSAGE = re.compile(r"Table: (?P<name>[A-Za-z0-9_.-]+) not found")
 
 
-class InfraError(RuntimeError):
-    """A failure the process cannot work around; ``str()`` is the one-line message."""
-
-
 def error_code(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", ""))
-    return ""
+    """The AWS error code of a ClientError (``"ResourceNotFoundException"``), "" for anything else.
+
+    Read from the ``response`` dict botocore attaches rather than by type, so stubs that
+    carry one (tests) and every ClientError subclass answer the same way.
+    """
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    return str(response.get("Error", {}).get("Code", "") or "")
 
 
 def is_unreachable(exc: BaseException) -> bool:
@@ -168,17 +174,13 @@ def check_ready(endpoint: str | None, clients: Any, needs: Needs) -> None:
         raise InfraError(f"{', '.join(gone)} not found at {endpoint or 'AWS'}: {APPLY_HINT}")
 
 
-def backoff_delays(attempts: int, base_s: float, max_s: float) -> list[float]:
-    """The waits between ``attempts`` tries: base, 2*base, 4*base, ... capped at max_s."""
-    return [min(max_s, base_s * 2**i) for i in range(max(0, attempts - 1))]
-
-
 def retry_bounded(
     fn: Callable[[], T],
     *,
     attempts: int = 6,
     base_s: float = 0.5,
     max_s: float = 8.0,
+    jitter: float = 0.0,
     retry_if: Callable[[BaseException], bool] = lambda exc: True,
     sleep: Callable[[float], Any] = time.sleep,
     what: str = "call",
@@ -186,16 +188,14 @@ def retry_bounded(
     """``fn()`` with up to ``attempts`` tries and exponential backoff; the last error propagates.
 
     Used at process start: an emulator that comes up a few seconds late is waited for, one
-    that never does ends the process (0.5+1+2+4+8 = 15.5 s with the defaults).
+    that never does ends the process (0.5+1+2+4+8 = 15.5 s at most with the defaults).
+    ``jitter`` is cartflow.core.retry's: 0 waits exactly that schedule; processes pass
+    DEFAULT_JITTER so the ones started together do not retry in lockstep.
     """
-    delays = backoff_delays(attempts, base_s, max_s)
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except Exception as exc:
-            if attempt == attempts - 1 or not retry_if(exc):
-                raise
-            delay = delays[attempt]
-            log.warning("%s failed (%s); retry %d/%d in %.1fs", what, explain(exc) or exc, attempt + 1, attempts - 1, delay)
-            sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
+
+    def log_retry(exc: BaseException, n: int, delay: float) -> None:
+        log.warning("%s failed (%s); retry %d/%d in %.1fs", what, explain(exc) or exc, n, attempts - 1, delay)
+
+    return retry(
+        fn, attempts=attempts, backoff=Backoff(base_s, max_s, jitter), retry_if=retry_if, on_retry=log_retry, sleep=sleep
+    )

@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cartflow.core.exceptions import CartflowError
+
 RAW_PREFIX = "raw/"
 PROCESSED_PREFIX = "processed/"
 REJECTED_PREFIX = "rejected/"  # raw files the validation rejected as a whole, per batch
@@ -60,7 +62,7 @@ _RAW_KEY_RE = re.compile(r"^raw/(?P<type>[a-z_]+)/(?P<rest>(?:[A-Za-z0-9._=-]+/)
 _MAX_KEY_LEN = 512
 
 
-class InvalidRawKey(ValueError):
+class InvalidRawKey(CartflowError, ValueError):
     """A key under raw/ we will not process; the message is the rejection reason."""
 
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cartflow.core.exceptions import CartflowError
+
 # image name -> Dockerfile (relative to the build context, the repo root)
 IMAGES: dict[str, str] = {
     "services": "services/Dockerfile",
@@ -39,7 +41,7 @@ REPOSITORY_PREFIX = "cartflow-"
 _ECR_RE = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
 
 
-class ImageError(RuntimeError):
+class ImageError(CartflowError, RuntimeError):
     """A build or push reported an error."""
 
 

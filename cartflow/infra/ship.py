@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cartflow.core.config import Settings
+from cartflow.core.exceptions import CartflowError
 from cartflow.infra.cloudformation import TemplateOptions, build_template, template_body
 
 console = Console()
@@ -34,7 +35,7 @@ _ECR_HOST = re.compile(r"^\d{12}\.dkr\.ecr(?:-fips)?\.[a-z0-9-]+\.amazonaws\.com
 _NO_CHANGES = ("didn't contain changes", "No updates are to be performed", "no changes")
 
 
-class DeployError(RuntimeError):
+class DeployError(CartflowError, RuntimeError):
     """Something the user can fix; the message says what."""
 
 

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from cartflow.core.config import Settings
+from cartflow.core.exceptions import CartflowError
 
 log = logging.getLogger(__name__)
 
 _VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(CartflowError, RuntimeError):
     """The checkpoint file exists but cannot be understood; refusing to guess a position."""
 
 

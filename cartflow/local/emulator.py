@@ -6,6 +6,7 @@ use from PyPI. The process binds 127.0.0.1 only.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
@@ -19,9 +20,10 @@ from pathlib import Path
 from typing import IO
 
 from cartflow.core.config import Settings
+from cartflow.core.exceptions import CartflowError
 
 
-class EmulatorError(RuntimeError):
+class EmulatorError(CartflowError, RuntimeError):
     pass
 
 
@@ -47,19 +49,27 @@ def ensure_ministack(settings: Settings) -> Path:
     marker = venv / f".ministack-{settings.ministack_version}"
     if exe.exists() and marker.exists():
         return exe
-    if not (venv / "bin" / "python").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run(
-        [
-            str(venv / "bin" / "pip"),
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            f"ministack=={settings.ministack_version}",
-        ],
-        check=True,
-    )
-    marker.touch()
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    # Two processes may start an emulator at once (parallel test workers, two stacks): one
+    # installs, the other waits for it instead of racing pip in the same virtualenv.
+    with (venv.parent / f"{venv.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if exe.exists() and marker.exists():
+            return exe
+        print(f"installing the emulator (ministack=={settings.ministack_version}) into {venv} ...", file=sys.stderr)
+        if not (venv / "bin" / "python").exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [
+                str(venv / "bin" / "pip"),
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                f"ministack=={settings.ministack_version}",
+            ],
+            check=True,
+        )
+        marker.touch()
     return exe
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from cartflow.core.aws import AwsClients
 from cartflow.core.config import Settings
 from cartflow.core.errors import Needs, check_ready, explain, retry_bounded
+from cartflow.core.retry import DEFAULT_JITTER
 from cartflow.local.lambda_context import LocalFunction
 from cartflow.local.schedule_source import ScheduleSource
 from cartflow.local.sources import PollingSource
@@ -48,10 +49,10 @@ def needs(name: str, settings: Settings) -> Needs:
 def preflight(name: str, settings: Settings, clients: AwsClients | None = None, **retry: Any) -> None:
     """Wait (bounded, exponential backoff) for the endpoint and this component's resources."""
     clients = clients or AwsClients(settings)
+    # Jittered: the components of a stack start together and would otherwise retry in lockstep.
+    retry.setdefault("jitter", DEFAULT_JITTER)
     retry_bounded(
-        lambda: check_ready(settings.aws_endpoint_url, clients, needs(name, settings)),
-        what=f"{name}: preflight",
-        **retry,
+        lambda: check_ready(settings.aws_endpoint_url, clients, needs(name, settings)), what=f"{name}: preflight", **retry
     )
 
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cartflow.core.config import Settings
+from cartflow.core.retry import DEFAULT_JITTER
 from cartflow.local.lambda_context import LocalFunction
 from cartflow.local.sources import PollingSource
 
@@ -54,7 +55,7 @@ class ScheduleSource(PollingSource):
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
-        super().__init__(name or function.name, settings, idle_wait_s=interval_s)
+        super().__init__(name or function.name, settings, idle_wait_s=interval_s, error_jitter=DEFAULT_JITTER)
         self.function = function
         self.interval_s = interval_s
         self.fire_immediately = fire_immediately

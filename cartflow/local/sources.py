@@ -16,6 +16,7 @@ from typing import Any
 
 from cartflow.core.config import Settings
 from cartflow.core.errors import InfraError, explain, is_fatal
+from cartflow.core.retry import Backoff
 from cartflow.local.liveness import Liveness
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,10 @@ class PollingSource(ABC):
     ``run`` with InfraError so the process exits non-zero and its supervisor (compose
     restart policy, the embedded stack's check_alive) sees it, instead of a runner that
     looks alive and does nothing.
+
+    ``error_jitter`` is the random share of each error wait (cartflow.core.retry): the
+    concrete sources pass DEFAULT_JITTER so runners hit by one outage do not retry in
+    lockstep; 0 keeps the exact 0.5, 1, 2, ... schedule.
     """
 
     def __init__(
@@ -41,11 +46,13 @@ class PollingSource(ABC):
         max_error_backoff_s: float = 30.0,
         max_fatal_errors: int = 5,
         max_outage_s: float = 300.0,
+        error_jitter: float = 0.0,
     ) -> None:
         self.name = name
         self.settings = settings
         self.idle_wait_s = idle_wait_s
         self.max_error_backoff_s = max_error_backoff_s
+        self.error_jitter = error_jitter
         self.max_fatal_errors = max_fatal_errors
         self.max_outage_s = max_outage_s
         self.liveness = Liveness(settings, name)
@@ -72,7 +79,7 @@ class PollingSource(ABC):
                 line = explain(exc, self.settings.aws_endpoint_url)
                 if fatal >= self.max_fatal_errors or now - first_error_at >= self.max_outage_s:
                     raise InfraError(f"{self.name}: giving up after {errors} failed polls: {line or exc}") from exc
-                delay = min(self.max_error_backoff_s, 0.5 * 2 ** min(errors - 1, 10))
+                delay = Backoff(0.5, self.max_error_backoff_s, self.error_jitter).delay(errors)
                 if errors == 1 and line is None:
                     log.exception("%s: poll failed; retrying in %.1fs", self.name, delay)
                 else:  # known cause, or already logged with its traceback: one line each

@@ -35,9 +35,11 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from cartflow.core.batch_table import BatchTable
 from cartflow.core.config import Settings
-from cartflow.core.errors import explain, is_fatal
+from cartflow.core.errors import error_code, explain, is_fatal
 from cartflow.core.models import BatchInput
+from cartflow.core.retry import Backoff
 from cartflow.local.liveness import Liveness
 
 log = logging.getLogger("cartflow.spark_runner")
@@ -48,7 +50,7 @@ MAX_CAUSE_CHARS = 32_768  # Step Functions' limit for SendTaskFailure.cause
 HEARTBEAT_SECONDS = 10.0
 LIVENESS_NAME = "spark-runner"  # -> <state_dir>/spark-runner.alive
 SPARK_APP_NAME = "cartflow-spark-runner"
-_ERROR_BACKOFF_SECONDS = 1.0  # first wait after a failed poll; doubles up to the max
+_ERROR_BACKOFF_SECONDS = 1.0  # longest first wait after a failed poll; doubles up to the max (jittered)
 _MAX_ERROR_BACKOFF_SECONDS = 60.0
 # Polls in a row failing on something waiting cannot fix (activity missing, bad credentials)
 # before the runner gives up and the process exits 1.
@@ -63,7 +65,7 @@ class JobCallable(Protocol):
 
 def _run_validation(spark: Any, settings: Settings, batch: BatchInput) -> BaseModel:
     # Imported lazily: the jobs pull in pyspark, which the runner must not need at import time.
-    from spark.jobs.validate import run_validation
+    from spark.jobs.validation import run_validation
 
     return run_validation(spark, settings, batch)
 
@@ -97,11 +99,11 @@ def parse_batch(raw_input: str) -> BatchInput:
     return BatchInput.model_validate({k: v for k, v in data.items() if k in BatchInput.model_fields})
 
 
-def _batch_key(raw_input: str) -> dict[str, Any] | None:
-    """The batch chunk's key from a task input, or None when the input is not a batch."""
+def _batch_key(raw_input: str) -> tuple[str, str] | None:
+    """The batch chunk's (group_key, batch_id) from a task input, or None when it is not a batch."""
     try:
         batch = json.loads(raw_input)
-        return {"group_key": {"S": str(batch["group_key"])}, "batch_id": {"S": str(batch["batch_id"])}}
+        return str(batch["group_key"]), str(batch["batch_id"])
     except (ValueError, KeyError, TypeError):
         return None
 
@@ -113,13 +115,6 @@ def failure_cause(exc: BaseException) -> str:
         marker = " ...[truncated]"
         cause = cause[: MAX_CAUSE_CHARS - len(marker)] + marker
     return cause
-
-
-def _error_code(exc: Exception) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return response.get("Error", {}).get("Code")
-    return None
 
 
 def _jvm_is_gone(exc: BaseException) -> bool:
@@ -144,11 +139,11 @@ class SparkRunner:
         spark_factory: Callable[[], Any] | None = None,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         worker_name: str | None = None,
-        dynamodb: Any = None,
+        batches: BatchTable | None = None,
     ) -> None:
         self.settings = settings
         self.sfn = sfn
-        self.dynamodb = dynamodb  # stamps the batch chunk on every heartbeat (controller watchdog)
+        self.batches = batches  # stamps the batch chunk on every heartbeat (controller watchdog)
         self.jobs: dict[str, JobCallable] = dict(jobs if jobs is not None else DEFAULT_JOBS)
         self.arns: dict[str, str] = dict(arns if arns is not None else activity_arns(settings))
         unknown = set(self.jobs) - set(self.arns)
@@ -234,7 +229,7 @@ class SparkRunner:
                     return
                 # Emulator restarting, network blip, throttling: keep the worker alive, but
                 # back off exponentially and log a known cause in one line, not a traceback.
-                delay = min(_MAX_ERROR_BACKOFF_SECONDS, _ERROR_BACKOFF_SECONDS * 2 ** min(errors - 1, 10))
+                delay = Backoff(_ERROR_BACKOFF_SECONDS, _MAX_ERROR_BACKOFF_SECONDS).delay(errors)
                 if line is None:
                     log.exception("polling %s failed; retrying in %.0f s", job, delay)
                 else:
@@ -316,7 +311,7 @@ class SparkRunner:
         return build_spark(self.settings, SPARK_APP_NAME)
 
     @contextmanager
-    def _heartbeats(self, token: str, batch_key: dict[str, Any] | None = None) -> Iterator[None]:
+    def _heartbeats(self, token: str, batch_key: tuple[str, str] | None = None) -> Iterator[None]:
         done = threading.Event()
         self._stamp(batch_key)  # picked up: the watchdog's clock restarts now
         thread = threading.Thread(
@@ -329,35 +324,27 @@ class SparkRunner:
             done.set()
             thread.join()  # no heartbeat may race the final SendTaskSuccess/Failure
 
-    def _heartbeat_loop(self, token: str, done: threading.Event, batch_key: dict[str, Any] | None = None) -> None:
+    def _heartbeat_loop(self, token: str, done: threading.Event, batch_key: tuple[str, str] | None = None) -> None:
         while not done.wait(self.heartbeat_seconds):
             self.touch_liveness()  # a long job must not look like a dead container
             self._stamp(batch_key)
             try:
                 self.sfn.send_task_heartbeat(taskToken=token)
             except Exception as exc:
-                if _error_code(exc) in _TASK_GONE_CODES:
+                if error_code(exc) in _TASK_GONE_CODES:
                     log.warning("task is gone (%s); the job keeps running but its result will be dropped", exc)
                     return
                 log.warning("heartbeat failed: %s", exc)
 
-    def _stamp(self, batch_key: dict[str, Any] | None) -> None:
+    def _stamp(self, batch_key: tuple[str, str] | None) -> None:
         """worker_heartbeat_at on the chunk: the emulator ignores SendTaskHeartbeat timeouts, so
         the controller's watchdog reads this instead (only while the chunk is processing)."""
-        if self.dynamodb is None or batch_key is None:
+        if self.batches is None or batch_key is None:
             return
         try:
-            self.dynamodb.update_item(
-                TableName=self.settings.batch_chunks_table,
-                Key=batch_key,
-                UpdateExpression="SET worker_heartbeat_at = :t",
-                ConditionExpression="#s = :p",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":t": {"N": str(int(time.time() * 1000))}, ":p": {"S": "processing"}},
-            )
+            self.batches.stamp_worker_heartbeat(*batch_key)  # False (not processing): nothing to stamp
         except Exception as exc:  # a missed stamp only matters if every stamp is missed
-            if _error_code(exc) != "ConditionalCheckFailedException":
-                log.warning("could not stamp the batch's heartbeat: %s", exc)
+            log.warning("could not stamp the batch's heartbeat: %s", exc)
 
     def _report(self, method: str, **kwargs: Any) -> None:
         try:
@@ -365,7 +352,7 @@ class SparkRunner:
         except Exception as exc:
             # Nothing to retry into: the execution has moved on (timed out) or SFN is unreachable,
             # in which case its heartbeat timeout and Retry take over.
-            log.error("%s failed (%s): %s", method, _error_code(exc) or type(exc).__name__, exc)
+            log.error("%s failed (%s): %s", method, error_code(exc) or type(exc).__name__, exc)
 
     def touch_liveness(self) -> None:
         self.liveness.touch()
@@ -392,10 +379,12 @@ def _install_signal_handlers(runner: SparkRunner) -> None:
 def run_forever(settings: Settings) -> None:
     """Run the spark-runner until SIGTERM/SIGINT (``cartflow serve spark-runner``)."""
     from cartflow.core.aws import AwsClients
+    from cartflow.core.deps import Deps
 
     clients = AwsClients(settings)
     heartbeat = min(HEARTBEAT_SECONDS, settings.job_heartbeat_seconds / 4)
-    runner = SparkRunner(settings, clients.sfn, dynamodb=clients.dynamodb, heartbeat_seconds=heartbeat)
+    batches = BatchTable(Deps(settings=settings, clients=clients))
+    runner = SparkRunner(settings, clients.sfn, batches=batches, heartbeat_seconds=heartbeat)
     _install_signal_handlers(runner)
     threading.Thread(target=runner.warm_up, name="spark-warm-up", daemon=True).start()
     try:

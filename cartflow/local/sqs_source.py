@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from cartflow.core.aws import AwsClients
+from cartflow.core.retry import DEFAULT_JITTER
 from cartflow.local.lambda_context import LocalFunction
 from cartflow.local.sources import PollingSource, failed_item_ids
 
@@ -83,7 +84,7 @@ class SqsSource(PollingSource):
         if not 0 <= wait_time_seconds <= _MAX_WAIT_S:
             raise ValueError(f"wait_time_seconds must be 0..{_MAX_WAIT_S}, got {wait_time_seconds}")
         # The long poll is the idle wait, so the loop never sleeps on top of it.
-        super().__init__(name or function.name, clients.settings, idle_wait_s=0.0)
+        super().__init__(name or function.name, clients.settings, idle_wait_s=0.0, error_jitter=DEFAULT_JITTER)
         self.function = function
         self.queue_name = queue_name
         self.batch_size = batch_size

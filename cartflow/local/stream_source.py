@@ -30,6 +30,9 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 
 from cartflow.core.aws import AwsClients
+from cartflow.core.errors import error_code
+from cartflow.core.exceptions import CartflowError
+from cartflow.core.retry import DEFAULT_JITTER, Backoff
 from cartflow.local.checkpoints import CheckpointStore
 from cartflow.local.lambda_context import LocalFunction
 from cartflow.local.sources import PollingSource, failed_item_ids
@@ -40,10 +43,6 @@ StartingPosition = Literal["TRIM_HORIZON", "LATEST"]
 _MAX_GET_RECORDS = 1000  # GetRecords Limit cap; Lambda allows stream batches up to 10,000
 # GetRecords errors after which a fresh iterator from the checkpoint is the fix.
 _REOPEN_ITERATOR_ON = {"ExpiredIteratorException", "TrimmedDataAccessException", "ResourceNotFoundException"}
-
-
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _encode_binary(value: Any) -> Any:
@@ -114,7 +113,7 @@ class _Stream:
         return self.status in ("DISABLED", "DISABLING") and all(s.finished for s in self.shards.values())
 
 
-class _StreamGone(Exception):
+class _StreamGone(CartflowError):
     """The stream no longer exists (expired 24 h after being disabled)."""
 
 
@@ -144,7 +143,7 @@ class DynamoDBStreamSource(PollingSource):
             raise ValueError(f"starting_position must be TRIM_HORIZON or LATEST, got {starting_position!r}")
         if not 1 <= batch_size <= _MAX_GET_RECORDS:
             raise ValueError(f"batch_size must be 1..{_MAX_GET_RECORDS}, got {batch_size}")
-        super().__init__(name or function.name, clients.settings, idle_wait_s=poll_interval_s)
+        super().__init__(name or function.name, clients.settings, idle_wait_s=poll_interval_s, error_jitter=DEFAULT_JITTER)
         self.function = function
         self.table_name = table_name
         self.starting_position: StartingPosition = starting_position
@@ -233,7 +232,8 @@ class DynamoDBStreamSource(PollingSource):
 
     def _schedule_retry(self, shard: _Shard, count: int, why: str, *, exc_info: bool = False) -> None:
         shard.attempts += 1
-        delay = min(self.max_retry_backoff_s, self.retry_backoff_s * 2 ** min(shard.attempts - 1, 20))
+        # Jittered like every retry; never longer than the plain doubling schedule.
+        delay = Backoff(self.retry_backoff_s, self.max_retry_backoff_s).delay(shard.attempts)
         shard.retry_at = time.monotonic() + delay
         log.error(
             "%s: shard %s: %s; retrying %d record(s) in %.2fs (attempt %d); the shard waits, nothing is skipped",
@@ -256,11 +256,11 @@ class DynamoDBStreamSource(PollingSource):
             try:
                 resp = self._streams.get_records(ShardIterator=shard.iterator, Limit=self.batch_size)
             except ClientError as exc:
-                if _error_code(exc) not in _REOPEN_ITERATOR_ON or attempt:
+                if error_code(exc) not in _REOPEN_ITERATOR_ON or attempt:
                     raise
                 # Iterators live 15 min; re-reading from the checkpoint is exact because
                 # nothing past it was acknowledged (pending is empty whenever we read).
-                log.info("%s: shard %s: %s; re-reading from checkpoint", self.name, shard.shard_id, _error_code(exc))
+                log.info("%s: shard %s: %s; re-reading from checkpoint", self.name, shard.shard_id, error_code(exc))
                 shard.iterator = None
                 continue
             shard.iterator = resp.get("NextShardIterator")
@@ -284,7 +284,7 @@ class DynamoDBStreamSource(PollingSource):
                     log.info("%s: shard %s: reading after checkpoint %s", self.name, shard.shard_id, seq)
                     return str(it)
                 except ClientError as exc:
-                    if _error_code(exc) != "TrimmedDataAccessException":
+                    if error_code(exc) != "TrimmedDataAccessException":
                         raise
                     # Past 24 h retention on AWS too: the oldest record left is the best we can do.
                     log.error(
@@ -297,7 +297,7 @@ class DynamoDBStreamSource(PollingSource):
             log.info("%s: shard %s: reading from %s", self.name, shard.shard_id, position)
             return str(it)
         except ClientError as exc:
-            if _error_code(exc) != "ResourceNotFoundException":
+            if error_code(exc) != "ResourceNotFoundException":
                 raise
         # Either the shard expired or the whole stream did; DescribeStream tells which.
         self._call(self._streams.describe_stream, StreamArn=stream.arn, Limit=1)
@@ -309,7 +309,7 @@ class DynamoDBStreamSource(PollingSource):
         try:
             return fn(**kwargs)
         except ClientError as exc:
-            if _error_code(exc) == "ResourceNotFoundException":
+            if error_code(exc) == "ResourceNotFoundException":
                 raise _StreamGone() from exc
             raise
 
@@ -318,7 +318,7 @@ class DynamoDBStreamSource(PollingSource):
         try:
             table = self._dynamodb.describe_table(TableName=self.table_name)["Table"]
         except ClientError as exc:
-            if _error_code(exc) == "ResourceNotFoundException":
+            if error_code(exc) == "ResourceNotFoundException":
                 return None
             raise
         if not table.get("StreamSpecification", {}).get("StreamEnabled"):

@@ -1,6 +1,6 @@
 """Operator actions on batches: list, retry a failed one, audit the exactly-once invariants.
 
-Pure functions over ``Deps`` (the CLI in cartflow.cli.ops only formats their results), so
+Pure functions over ``Deps`` (the CLI in cartflow.cli.batches only formats their results), so
 tests call them directly against the emulator.
 """
 
@@ -14,6 +14,8 @@ from botocore.exceptions import ClientError
 
 from cartflow.core.batch_table import BatchTable, Chunk
 from cartflow.core.deps import Deps, scan_items
+from cartflow.core.errors import error_code
+from cartflow.core.exceptions import CartflowError
 from cartflow.core.models import PROCESSED_PREFIX, RAW_PREFIX, REJECTED_PREFIX, BatchStatus, RawFile
 from cartflow.ops.views import outcomes_of
 from services.controller import START_GRACE_MS
@@ -36,7 +38,7 @@ def find_batch(deps: Deps, batch_id: str) -> Chunk | None:
 # ------------------------------------------------------------------------------- retry
 
 
-class RetryRefused(Exception):
+class RetryRefused(CartflowError):
     """The batch cannot be retried now; the message says why and what to do."""
 
 
@@ -57,7 +59,7 @@ def missing_raw_files(deps: Deps, chunk: Chunk) -> list[str]:
         try:
             s3.head_object(Bucket=f.bucket, Key=f.key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
                 raise
             gone.append(uri)
     return gone
@@ -142,8 +144,10 @@ def audit(deps: Deps, *, stuck_after_s: float = 300.0) -> list[Finding]:
             findings.append(Finding("stuck_event", e["s3_path"], "waiting long past its debounce deadline"))
     for c in chunks:
         listed, back = Counter(c.file_paths), Counter(pointing.get(c.batch_id, []))
-        for path in sorted((listed - back) | (back - listed)):
-            findings.append(Finding("chunk_event_mismatch", c.batch_id, f"{path}: listed {listed[path]}x, events {back[path]}x"))
+        findings.extend(
+            Finding("chunk_event_mismatch", c.batch_id, f"{path}: listed {listed[path]}x, events {back[path]}x")
+            for path in sorted((listed - back) | (back - listed))
+        )
 
     processing = [c.batch_id for c in chunks if c.status == BatchStatus.PROCESSING.value]
     if len(processing) > 1:
@@ -154,9 +158,11 @@ def audit(deps: Deps, *, stuck_after_s: float = 300.0) -> list[Finding]:
 
     raw, archived = _keys(deps, RAW_PREFIX), _keys(deps, PROCESSED_PREFIX) | _keys(deps, REJECTED_PREFIX)
     seen = {e["s3_path"] for e in events}
-    for key in sorted(raw):
-        if s.s3_uri(key) not in seen and _age_s(deps, key, now) > stuck_after_s:
-            findings.append(Finding("lost_file", s.s3_uri(key), "in raw/ but never recorded (notification lost?)"))
+    findings.extend(
+        Finding("lost_file", s.s3_uri(key), "in raw/ but never recorded (notification lost?)")
+        for key in sorted(raw)
+        if s.s3_uri(key) not in seen and _age_s(deps, key, now) > stuck_after_s
+    )
     for c in chunks:
         for uri in c.file_paths:
             key = uri.split("/", 3)[-1]

@@ -16,6 +16,8 @@ from typing import Any, Literal, cast, get_args
 
 import yaml
 
+from cartflow.core.exceptions import CartflowError
+
 ColumnType = Literal["string", "int", "long", "double", "date", "timestamp", "boolean"]
 COLUMN_TYPES: tuple[str, ...] = get_args(ColumnType)
 NUMERIC_TYPES = frozenset({"int", "long", "double"})
@@ -25,7 +27,7 @@ _CONTRACT_KEYS = frozenset({"dataset", "version", "key", "columns", "references"
 _REFERENCE_KEYS = frozenset({"column", "dataset", "key"})
 
 
-class ContractError(ValueError):
+class ContractError(CartflowError, ValueError):
     """A contract file is not a valid contract; the message names the file and the problem."""
 
 

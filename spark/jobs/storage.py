@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from cartflow.core.aws import AwsClients
 from cartflow.core.config import Settings
+from cartflow.core.errors import error_code
 
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
 
@@ -94,7 +95,7 @@ class Storage:
             try:
                 body = self._s3.get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
             except ClientError as exc:
-                if str(exc.response.get("Error", {}).get("Code", "")) in _MISSING_CODES:
+                if error_code(exc) in _MISSING_CODES:
                     raise FileNotFoundError(uri) from exc
                 raise
             yield from body.iter_chunks(chunk_size)
@@ -114,7 +115,7 @@ class Storage:
             try:
                 return self._s3.get_object(Bucket=loc.bucket, Key=loc.key, **extra)["Body"].read()
             except ClientError as exc:
-                code = str(exc.response.get("Error", {}).get("Code", ""))
+                code = error_code(exc)
                 if code in _MISSING_CODES:
                     return None
                 if code == "InvalidRange":  # ranged GET of a zero-byte object

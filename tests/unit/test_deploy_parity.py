@@ -24,7 +24,12 @@ from tests.cfn_resolve import resolve, sample_values
 
 REPO = Path(__file__).resolve().parents[2]
 FIELDS = set(Settings.model_fields)
-FUNCTION_SOURCES = [*sorted((REPO / "services").glob("*.py")), REPO / "cartflow/core/aws.py", REPO / "services/lambda_runtime.py"]
+FUNCTION_SOURCES = [
+    *sorted((REPO / "services").glob("*.py")),
+    REPO / "cartflow/core/aws.py",
+    REPO / "cartflow/core/batch_table.py",  # the functions' batch_chunks table
+    REPO / "services/lambda_runtime.py",
+]
 JOB_SOURCES = [*sorted((REPO / "spark/jobs").rglob("*.py")), REPO / "cartflow/core/aws.py"]
 COMPOSE_FUNCTIONS = ("ingest", "debouncer", "stream-trigger", "controller")
 

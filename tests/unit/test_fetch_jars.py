@@ -18,7 +18,7 @@ FETCH_JARS = Path(__file__).resolve().parents[2] / "spark" / "fetch_jars.py"
 
 
 def _load() -> ModuleType:
-    # spark/fetch_jars.py is a standalone script (copied alone into image build stages), not a package module.
+    # Loaded from its file, the way `python spark/fetch_jars.py` runs it (as a script, not a package module).
     spec = importlib.util.spec_from_file_location("fetch_jars", FETCH_JARS)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -129,7 +129,7 @@ def test_http_repo_and_cli(http_repo: str, tmp_path: Path) -> None:
 def test_malformed_lock_line_is_rejected(tmp_path: Path) -> None:
     lock = tmp_path / "jars.lock"
     lock.write_text("org.example:good:1.0  not-a-sha  good-1.0.jar\n")
-    with pytest.raises(ValueError, match="jars.lock:1"):
+    with pytest.raises(ValueError, match=r"jars.lock:1"):
         fj.read_lock(lock)
 
 
