@@ -261,7 +261,7 @@ def run_spark(
     from cartflow.core.models import BatchInput
     from spark.jobs.session import build_spark
     from spark.jobs.transform import run_transform
-    from spark.jobs.validate import run_validation
+    from spark.jobs.validation import run_validation
 
     # No aws_endpoint_url: file:// warehouse and inputs, no S3 client, no credentials needed.
     # No quarantine threshold: generated bad rows must never fail the batch.

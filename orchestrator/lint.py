@@ -91,7 +91,7 @@ def _check_dollar_fields(where: str, node: Any) -> list[str]:
     out = []
     if isinstance(node, dict):
         for key, value in node.items():
-            if key.endswith(".$") and not (isinstance(value, str) and (value.startswith("$") or value.startswith("States."))):
+            if key.endswith(".$") and not (isinstance(value, str) and value.startswith(("$", "States."))):
                 out.append(f"{where}: {key} must be a path or an intrinsic function, got {value!r}")
             out += _check_dollar_fields(where, value)
     elif isinstance(node, list):
@@ -106,7 +106,7 @@ def _check_machine(machine: Mapping[str, Any], scope: str, top: bool) -> list[st
     out += [f"{scope}: unknown field {k}" for k in sorted(set(machine) - allowed_top)]
     states = machine.get("States")
     if not isinstance(states, dict) or not states:
-        return out + [f"{scope}: States must be a non-empty object"]
+        return [*out, f"{scope}: States must be a non-empty object"]
     if machine.get("StartAt") not in states:
         out.append(f"{scope}: StartAt {machine.get('StartAt')!r} is not a state")
     for name, state in states.items():
@@ -140,10 +140,10 @@ def _check_machine(machine: Mapping[str, Any], scope: str, top: bool) -> list[st
 def _reachable(machine: Mapping[str, Any]) -> set[str]:
     states = machine["States"]
     seen: set[str] = set()
-    todo = [machine.get("StartAt")]
+    todo: list[Any] = [machine.get("StartAt")]
     while todo:
         name = todo.pop()
-        if name in seen or name not in states:
+        if not isinstance(name, str) or name in seen or name not in states:
             continue
         seen.add(name)
         todo += [t for _, t in _targets(states[name])]

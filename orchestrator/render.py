@@ -18,6 +18,13 @@ One template, two targets:
 Placeholders are ``${name}``. A string that is exactly one placeholder is replaced by the
 parameter's value *with its JSON type* (numbers stay numbers, subnet lists stay lists);
 a placeholder inside a longer string is replaced by its text.
+
+``state_machine_params(target, values)`` builds the parameters from setting values; every
+caller (the emulator applier, the CloudFormation renderer, the CLI, the tests) uses it. A
+value only a deployment knows is a ``DeployTime``: it stays in the output as the Fn::Sub
+variable CloudFormation fills in. The aws job states pass the Spark job the fields of
+cartflow.core.models.BatchInput; that pydantic model is imported only for the aws rendering,
+so the local one (what the ready.d hook renders) needs nothing but the stdlib.
 """
 
 from __future__ import annotations
@@ -40,8 +47,8 @@ JOB_MARKER = "Cartflow.Job"
 # Fields of a job state that are common to both targets; everything else comes from job_states.json.
 _COMMON_JOB_FIELDS = ("Comment", "Retry", "Catch", "Next", "End")
 
-# The AWS target retries a failed Fargate job 30 s, 60 s, 120 s apart (3 attempts, backoff 2).
-# The caller passes these explicitly; they are here so callers and docs share one source.
+# The AWS target retries a failed Fargate job 30 s, 60 s, 120 s apart (3 attempts, backoff 2);
+# state_machine_params passes them for the aws target.
 AWS_RETRY_DEFAULTS: dict[str, object] = {
     "retry_interval_seconds": 30,
     "retry_max_attempts": 3,
@@ -58,8 +65,8 @@ _COMMON_REQUIRED = (
     "retry_backoff_rate",
 )
 REQUIRED_PARAMS: dict[str, tuple[str, ...]] = {
-    "local": _COMMON_REQUIRED + ("validate_activity_arn", "transform_activity_arn"),
-    "aws": _COMMON_REQUIRED + ("ecs_cluster", "ecs_task_definition", "ecs_container_name", "subnets", "security_groups"),
+    "local": (*_COMMON_REQUIRED, "validate_activity_arn", "transform_activity_arn"),
+    "aws": (*_COMMON_REQUIRED, "ecs_cluster", "ecs_task_definition", "ecs_container_name", "subnets", "security_groups"),
 }
 # Optional parameters and their defaults (the same for both targets).
 OPTIONAL_PARAMS: dict[str, object] = {
@@ -74,10 +81,64 @@ OPTIONAL_PARAMS: dict[str, object] = {
 KNOWN_PARAMS: frozenset[str] = frozenset(set(REQUIRED_PARAMS["local"]) | set(REQUIRED_PARAMS["aws"]) | set(OPTIONAL_PARAMS))
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
+_SUB_VARIABLE = re.compile(r"\$\{[A-Za-z0-9:.]+\}")
+
+# Setting values state_machine_params reads (Settings field names); params_from_settings
+# collects them from a Settings.
+SETTING_FIELDS: tuple[str, ...] = (
+    "region",
+    "account_id",
+    "bucket",
+    "batch_chunks_table",
+    "success_topic",
+    "failure_topic",
+    "validate_activity",
+    "transform_activity",
+    "job_retry_interval_seconds",
+    "job_retry_max_attempts",
+    "job_retry_backoff_rate",
+    "job_heartbeat_seconds",
+    "ecs_cluster",
+    "ecs_task_definition",
+    "ecs_container_name",
+    "ecs_subnets",
+    "ecs_security_groups",
+)
+_COMMON_VALUES = ("region", "account_id", "bucket", "batch_chunks_table", "success_topic", "failure_topic")
+_NEEDED_VALUES: dict[str, tuple[str, ...]] = {
+    "local": (
+        *_COMMON_VALUES,
+        "validate_activity",
+        "transform_activity",
+        "job_retry_interval_seconds",
+        "job_retry_max_attempts",
+        "job_retry_backoff_rate",
+    ),
+    "aws": (*_COMMON_VALUES, "ecs_cluster", "ecs_task_definition", "ecs_container_name", "ecs_subnets", "ecs_security_groups"),
+}
+# Parameters derived from region + account id + a name, which a caller may know better.
+ARN_PARAMS: tuple[str, ...] = ("success_topic_arn", "failure_topic_arn", "validate_activity_arn", "transform_activity_arn")
+
+# The aws job states hand the batch to the ECS task on its command line, and ECS caps
+# container overrides at 8 KiB: a 50-file batch is ~17 KB with its archive list, ~4 KB without.
+JOB_INPUT_EXCLUDED: tuple[str, ...] = ("archive",)
 
 
 class RenderError(ValueError):
     """The parameters or the template are not what the renderer expects."""
+
+
+class DeployTime(str):
+    """A value only the deployment knows (a template parameter, a resource's Ref or attribute),
+    written into the definition as its Fn::Sub variable ``${Name}``: the CloudFormation
+    renderer wraps the whole definition in Fn::Sub. The one kind of value allowed braces."""
+
+    __slots__ = ()
+
+    def __new__(cls, variable: str) -> DeployTime:
+        if not _SUB_VARIABLE.fullmatch(variable):
+            raise RenderError(f"not a Fn::Sub variable: {variable!r}")
+        return super().__new__(cls, variable)
 
 
 # --------------------------------------------------------------------------- parameters
@@ -131,43 +192,84 @@ def _check_value(name: str, value: object) -> str | None:
             return f"{name} must be ENABLED or DISABLED, got {value!r}"
     elif not isinstance(value, str) or not value:
         return f"{name} must be a non-empty string, got {value!r}"
+    elif isinstance(value, DeployTime):
+        return None  # its braces are Fn::Sub's, checked when it was made
     elif "'" in value or "{" in value or "}" in value or "\\" in value:
         # Values end up inside intrinsic-function strings too; keep them plain.
         return f"{name} contains a character not allowed in a state machine value: {value!r}"
     return None
 
 
-def params_from_settings(settings: Any, target: Target) -> dict[str, object]:
-    """Build render parameters from a ``cartflow.core.config.Settings`` (duck-typed: no pydantic here).
+def state_machine_params(
+    target: Target,
+    values: Mapping[str, Any],
+    *,
+    arns: Mapping[str, str] | None = None,
+    assign_public_ip: bool | None = None,
+) -> dict[str, object]:
+    """The render parameters for ``target``, from setting values (Settings field names, SETTING_FIELDS).
 
-    The AWS rendering uses AWS_RETRY_DEFAULTS; the local one the settings' job_retry_* values.
+    ``local`` needs only the spec's values (``Settings.spec_values()``, or the ready.d hook's
+    ``values_from_env``); ``aws`` also the ``ecs_*`` settings. ``job_heartbeat_seconds`` is
+    optional (absent: the renderer's default). ``arns`` replaces ARNs otherwise derived from
+    region, account id and name (keys: ARN_PARAMS), e.g. the activity ARNs the emulator
+    returned; ``assign_public_ip`` sets the aws tasks' public IP (absent: the default).
+    The aws rendering retries with AWS_RETRY_DEFAULTS, the local one with the job_retry_* values.
     """
+    if target not in TARGETS:
+        raise RenderError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    missing = [name for name in _NEEDED_VALUES[target] if name not in values]
+    unknown = sorted(set(arns or {}) - set(ARN_PARAMS))
+    if missing or unknown:
+        raise RenderError(f"state machine parameters for {target!r}: missing value(s) {missing}, unknown ARN(s) {unknown}")
+
+    def arn(service: str, resource: str) -> str:
+        return f"arn:aws:{service}:{values['region']}:{values['account_id']}:{resource}"
+
     params: dict[str, object] = {
-        "bucket": settings.bucket,
-        "batch_chunks_table": settings.batch_chunks_table,
-        "success_topic_arn": settings.success_topic_arn,
-        "failure_topic_arn": settings.failure_topic_arn,
+        "bucket": values["bucket"],
+        "batch_chunks_table": values["batch_chunks_table"],
+        "success_topic_arn": arn("sns", values["success_topic"]),
+        "failure_topic_arn": arn("sns", values["failure_topic"]),
     }
     if target == "aws":
         params.update(AWS_RETRY_DEFAULTS)
         params.update(
-            ecs_cluster=settings.ecs_cluster,
-            ecs_task_definition=settings.ecs_task_definition,
-            ecs_container_name=settings.ecs_container_name,
-            subnets=list(settings.ecs_subnets),
-            security_groups=list(settings.ecs_security_groups),
+            ecs_cluster=values["ecs_cluster"],
+            ecs_task_definition=values["ecs_task_definition"],
+            ecs_container_name=values["ecs_container_name"],
+            subnets=list(values["ecs_subnets"]),
+            security_groups=list(values["ecs_security_groups"]),
         )
+        if assign_public_ip is not None:
+            params["ecs_assign_public_ip"] = "ENABLED" if assign_public_ip else "DISABLED"
     else:
         params.update(
-            retry_interval_seconds=settings.job_retry_interval_seconds,
-            retry_max_attempts=settings.job_retry_max_attempts,
-            retry_backoff_rate=settings.job_retry_backoff_rate,
-            validate_activity_arn=settings.activity_arn(settings.validate_activity),
-            transform_activity_arn=settings.activity_arn(settings.transform_activity),
-            # The controller's watchdog uses the same number where the emulator ignores it.
-            job_heartbeat_seconds=settings.job_heartbeat_seconds,
+            retry_interval_seconds=int(values["job_retry_interval_seconds"]),
+            retry_max_attempts=int(values["job_retry_max_attempts"]),
+            retry_backoff_rate=float(values["job_retry_backoff_rate"]),
+            validate_activity_arn=arn("states", f"activity:{values['validate_activity']}"),
+            transform_activity_arn=arn("states", f"activity:{values['transform_activity']}"),
         )
+        if "job_heartbeat_seconds" in values:
+            # The controller's watchdog uses the same number where the emulator ignores it.
+            params["job_heartbeat_seconds"] = int(values["job_heartbeat_seconds"])
+    # ARNs of the other target are ignored, like its parameters in _check_params.
+    params.update({k: v for k, v in (arns or {}).items() if k in params})
     return params
+
+
+def params_from_settings(settings: Any, target: Target) -> dict[str, object]:
+    """``state_machine_params`` with the values of a ``cartflow.core.config.Settings`` (duck-typed: no pydantic here)."""
+    return state_machine_params(target, {name: getattr(settings, name) for name in SETTING_FIELDS})
+
+
+def job_input_parameters() -> dict[str, str]:
+    """Parameters of the aws JobInput state: every BatchInput field (but JOB_INPUT_EXCLUDED) from the execution input."""
+    # Imported here: a pydantic model, needed only by the aws rendering (see the module docstring).
+    from cartflow.core.models import BatchInput
+
+    return {f"{name}.$": f"$.{name}" for name in BatchInput.model_fields if name not in JOB_INPUT_EXCLUDED}
 
 
 # --------------------------------------------------------------------------- substitution
@@ -207,12 +309,15 @@ def _substitute_str(text: str, values: Mapping[str, object], strict: bool, whole
 # --------------------------------------------------------------------------- job states
 
 
-def _render_job_state(state_name: str, state: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:
+def _render_job_state(
+    state_name: str, state: Mapping[str, Any], body: Mapping[str, Any], shared: Mapping[str, object]
+) -> dict[str, Any]:
     """Merge a target's job-state body with the template's common fields for this job."""
     job = state[JOB_MARKER]
     if "ResultPath" not in state:
         raise RenderError(f"job state {state_name} needs a ResultPath (where the result document lands)")
     job_values = {
+        **shared,
         "job.name": job["name"],
         "job.state": state_name,
         "job.activity_arn": job["activity_arn"],
@@ -247,14 +352,17 @@ def build_definition(target: Target, params: Mapping[str, object]) -> dict[str, 
     values = _check_params(target, params)
     template = load_template()
     body = load_job_states()[target]
+    # Only a body that passes the batch on needs BatchInput (and so pydantic).
+    shared = {"job.input": job_input_parameters()} if "${job.input}" in json.dumps(body) else {}
     states: dict[str, Any] = {}
     for name, state in template["States"].items():
-        states[name] = _render_job_state(name, state, body) if JOB_MARKER in state else state
+        states[name] = _render_job_state(name, state, body, shared) if JOB_MARKER in state else state
     definition = {**template, "States": states}
     rendered = _substitute(definition, values, strict=True)
-    leftover = _PLACEHOLDER.search(json.dumps(rendered))
+    deploy_time = {x for v in values.values() for x in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(x, DeployTime)}
+    leftover = [m.group(0) for m in _PLACEHOLDER.finditer(json.dumps(rendered)) if m.group(0) not in deploy_time]
     if leftover:  # pragma: no cover - _substitute(strict=True) already raises
-        raise RenderError(f"unrendered placeholder {leftover.group(0)}")
+        raise RenderError(f"unrendered placeholder {leftover[0]}")
     return rendered
 
 
@@ -265,7 +373,7 @@ def render_state_machine(target: Target, params: Mapping[str, object]) -> str:
     retry_interval_seconds, retry_max_attempts, retry_backoff_rate, and
     local: validate_activity_arn, transform_activity_arn;
     aws: ecs_cluster, ecs_task_definition, ecs_container_name, subnets, security_groups.
-    Optional: see OPTIONAL_PARAMS. AWS retry values are conventionally AWS_RETRY_DEFAULTS.
+    Optional: see OPTIONAL_PARAMS. ``state_machine_params`` builds them from settings.
     Raises RenderError on unknown, missing or malformed parameters.
     """
     return json.dumps(build_definition(target, params), indent=2)

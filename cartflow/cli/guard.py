@@ -7,17 +7,20 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
+from rich.markup import escape
 
 from cartflow.cli.context import err_console
 from cartflow.core.config import get_settings
-from cartflow.core.errors import explain
+from cartflow.core.errors import CartflowError, explain
+from orchestrator.render import RenderError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def one_line_errors(fn: F) -> F:
-    """Known infrastructure failures (endpoint down, table missing, bad settings) -> one line
-    on stderr and exit 1; anything else keeps its traceback (it is a bug)."""
+    """Known infrastructure failures (endpoint down, table missing, bad settings) and the
+    project's own errors -> one line on stderr and exit 1; anything else keeps its traceback
+    (it is a bug)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -27,9 +30,11 @@ def one_line_errors(fn: F) -> F:
             raise
         except Exception as exc:
             line = explain(exc, _endpoint())
+            if line is None and isinstance(exc, CartflowError | RenderError):
+                line = str(exc)  # the project's own errors are written as one actionable line
             if line is None:
                 raise
-            err_console.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

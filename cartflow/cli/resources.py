@@ -35,21 +35,7 @@ def resources_iam(principal: Annotated[list[str] | None, typer.Argument(help="e.
 
 def render_state_machine(target: Annotated[str, typer.Option(help="local | aws")] = "local") -> None:
     """Print the state machine definition for a target (activity ARNs derived from settings)."""
-    from cartflow.infra.apply import state_machine_params
+    from orchestrator.render import params_from_settings
     from orchestrator.render import render_state_machine as render
 
-    s = get_settings()
-    arns = {a: s.activity_arn(a) for a in (s.validate_activity, s.transform_activity)}
-    params: dict[str, object] = state_machine_params(s.spec_values(), arns)
-    if target == "aws":
-        params.update(
-            retry_interval_seconds=30,
-            retry_max_attempts=3,
-            retry_backoff_rate=2.0,
-            ecs_cluster=s.ecs_cluster,
-            ecs_task_definition=s.ecs_task_definition,
-            ecs_container_name=s.ecs_container_name,
-            subnets=s.ecs_subnets,
-            security_groups=s.ecs_security_groups,
-        )
-    sys.stdout.write(render(target, params) + "\n")
+    sys.stdout.write(render(target, params_from_settings(get_settings(), target)) + "\n")

@@ -16,6 +16,5 @@ if TYPE_CHECKING:
 def apply_resources(settings: Settings, clients: AwsClients) -> dict[str, str]:
     """Apply the spec with cartflow's own settings and boto3 clients (embedded mode, tests, CLI)."""
     from cartflow.infra.apply import apply_spec
-    from orchestrator.render import render_state_machine
 
-    return apply_spec(settings.spec_values(), clients.client, render_state_machine)
+    return apply_spec(settings.spec_values(), clients.client)

@@ -2,7 +2,9 @@
 
 Deliberately stdlib + PyYAML + a botocore-compatible client factory only: the same module
 runs inside the emulator container's ready.d hook, whose Python has botocore but neither
-boto3 nor pydantic. Running it twice changes nothing the second time.
+boto3 nor pydantic. It reads the typed spec (cartflow.core.spec.load) and renders the state
+machine with orchestrator/render.py (local target: nothing beyond the stdlib either).
+Running it twice changes nothing the second time.
 """
 
 from __future__ import annotations
@@ -13,27 +15,28 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cartflow.core.spec import arn, load_spec, render
+from cartflow.core.spec import Bucket, Queue, Spec, Table, arn, load
+from orchestrator.render import render_state_machine
+from orchestrator.render import state_machine_params as render_params
 
 log = logging.getLogger("cartflow.resources")
 
 ClientFactory = Callable[[str], Any]
-RenderStateMachine = Callable[[str, Mapping[str, object]], str]
 
 
 # --------------------------------------------------------------------------- S3 + SQS
 
 
-def _ensure_queue(sqs: Any, q: Mapping[str, Any], values: Mapping[str, Any]) -> str:
+def _ensure_queue(sqs: Any, q: Queue, values: Mapping[str, Any]) -> str:
     attrs: dict[str, str] = {}
-    if "visibility_timeout_seconds" in q:
-        attrs["VisibilityTimeout"] = str(q["visibility_timeout_seconds"])
-    if "message_retention_seconds" in q:
-        attrs["MessageRetentionPeriod"] = str(q["message_retention_seconds"])
-    if "dead_letter_queue" in q:
-        dlq_arn = arn(values, "sqs", q["dead_letter_queue"])
-        attrs["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": q["max_receive_count"]})
-    if "allow_s3_bucket" in q:
+    if q.visibility_timeout_seconds is not None:
+        attrs["VisibilityTimeout"] = str(q.visibility_timeout_seconds)
+    if q.message_retention_seconds is not None:
+        attrs["MessageRetentionPeriod"] = str(q.message_retention_seconds)
+    if q.dead_letter:
+        dlq_arn = arn(values, "sqs", q.dead_letter.queue)
+        attrs["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": q.dead_letter.max_receive_count})
+    if q.allow_s3_bucket is not None:
         attrs["Policy"] = json.dumps(
             {
                 "Version": "2012-10-17",
@@ -42,20 +45,20 @@ def _ensure_queue(sqs: Any, q: Mapping[str, Any], values: Mapping[str, Any]) -> 
                         "Effect": "Allow",
                         "Principal": {"Service": "s3.amazonaws.com"},
                         "Action": "sqs:SendMessage",
-                        "Resource": arn(values, "sqs", q["name"]),
-                        "Condition": {"ArnEquals": {"aws:SourceArn": f"arn:aws:s3:::{q['allow_s3_bucket']}"}},
+                        "Resource": arn(values, "sqs", q.name),
+                        "Condition": {"ArnEquals": {"aws:SourceArn": f"arn:aws:s3:::{q.allow_s3_bucket}"}},
                     }
                 ],
             }
         )
-    url: str = sqs.create_queue(QueueName=q["name"])["QueueUrl"]  # idempotent by name
+    url: str = sqs.create_queue(QueueName=q.name)["QueueUrl"]  # idempotent by name
     if attrs:
         sqs.set_queue_attributes(QueueUrl=url, Attributes=attrs)
     return url
 
 
-def _ensure_bucket(s3: Any, b: Mapping[str, Any], values: Mapping[str, Any]) -> None:
-    name = b["name"]
+def _ensure_bucket(s3: Any, b: Bucket, values: Mapping[str, Any]) -> None:
+    name = b.name
     try:
         s3.head_bucket(Bucket=name)
     except Exception:  # 404/403: create (a name owned by someone else fails loudly here)
@@ -63,27 +66,20 @@ def _ensure_bucket(s3: Any, b: Mapping[str, Any], values: Mapping[str, Any]) -> 
         if values["region"] != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": values["region"]}
         s3.create_bucket(**kwargs)
-    for prefix in b.get("prefixes", []):
+    for prefix in b.prefixes:
         s3.put_object(Bucket=name, Key=prefix, Body=b"")
     configs = [
         {
-            "QueueArn": arn(values, "sqs", n["queue"]),
-            "Events": n["events"],
-            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": n["prefix"]}]}},
+            "QueueArn": arn(values, "sqs", n.queue),
+            "Events": list(n.events),
+            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": n.prefix}]}},
         }
-        for n in b.get("notifications", [])
+        for n in b.notifications
     ]
     s3.put_bucket_notification_configuration(Bucket=name, NotificationConfiguration={"QueueConfigurations": configs})
 
 
 # --------------------------------------------------------------------------- DynamoDB
-
-
-def _key_schema(key: Mapping[str, str]) -> list[dict[str, str]]:
-    schema = [{"AttributeName": key["hash"], "KeyType": "HASH"}]
-    if "range" in key:
-        schema.append({"AttributeName": key["range"], "KeyType": "RANGE"})
-    return schema
 
 
 def _wait_active(ddb: Any, name: str, timeout: float = 60.0) -> dict[str, Any]:
@@ -97,31 +93,30 @@ def _wait_active(ddb: Any, name: str, timeout: float = 60.0) -> dict[str, Any]:
         time.sleep(0.5)
 
 
-def _ensure_table(ddb: Any, t: Mapping[str, Any]) -> None:
-    name = t["name"]
+def _ensure_table(ddb: Any, t: Table) -> None:
+    name = t.name
     try:
         ddb.describe_table(TableName=name)
     except ddb.exceptions.ResourceNotFoundException:
         kwargs: dict[str, Any] = {
             "TableName": name,
             "BillingMode": "PAY_PER_REQUEST",
-            "AttributeDefinitions": [{"AttributeName": a, "AttributeType": ty} for a, ty in t["attributes"].items()],
-            "KeySchema": _key_schema(t["key"]),
+            "AttributeDefinitions": [{"AttributeName": a, "AttributeType": ty} for a, ty in t.attributes.items()],
+            "KeySchema": t.key.schema(),
         }
-        if t.get("indexes"):
+        if t.indexes:
             kwargs["GlobalSecondaryIndexes"] = [
-                {"IndexName": i["name"], "KeySchema": _key_schema(i), "Projection": {"ProjectionType": "ALL"}}
-                for i in t["indexes"]
+                {"IndexName": i.name, "KeySchema": i.key.schema(), "Projection": {"ProjectionType": "ALL"}} for i in t.indexes
             ]
-        if t.get("stream"):
-            kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": t["stream"]}
+        if t.stream:
+            kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": t.stream}
         ddb.create_table(**kwargs)
         log.info("created table %s", name)
     _wait_active(ddb, name)
-    if t.get("ttl"):
+    if t.ttl:
         current = ddb.describe_time_to_live(TableName=name).get("TimeToLiveDescription", {})
         if current.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
-            ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": t["ttl"]})
+            ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": t.ttl})
 
 
 # --------------------------------------------------------------------------- SNS + Step Functions
@@ -135,17 +130,11 @@ def _ensure_activity(sfn: Any, name: str) -> str:
     return str(sfn.create_activity(name=name)["activityArn"])
 
 
-def state_machine_params(values: Mapping[str, Any], activity_arns: Mapping[str, str]) -> dict[str, object]:
+def _activity_arns(values: Mapping[str, Any], by_name: Mapping[str, str]) -> dict[str, str]:
+    """The render parameters naming the two job activities, from their ARNs by activity name."""
     return {
-        "bucket": values["bucket"],
-        "batch_chunks_table": values["batch_chunks_table"],
-        "success_topic_arn": arn(values, "sns", values["success_topic"]),
-        "failure_topic_arn": arn(values, "sns", values["failure_topic"]),
-        "validate_activity_arn": activity_arns[values["validate_activity"]],
-        "transform_activity_arn": activity_arns[values["transform_activity"]],
-        "retry_interval_seconds": int(values["job_retry_interval_seconds"]),
-        "retry_max_attempts": int(values["job_retry_max_attempts"]),
-        "retry_backoff_rate": float(values["job_retry_backoff_rate"]),
+        "validate_activity_arn": by_name[values["validate_activity"]],
+        "transform_activity_arn": by_name[values["transform_activity"]],
     }
 
 
@@ -161,30 +150,30 @@ def _ensure_state_machine(sfn: Any, name: str, role: str, definition: str) -> st
 # --------------------------------------------------------------------------- entry point
 
 
-def apply_spec(
-    values: Mapping[str, Any],
-    client: ClientFactory,
-    render_state_machine: RenderStateMachine,
-    spec: Mapping[str, Any] | None = None,
-) -> dict[str, str]:
-    """Create/update every resource; returns a name -> ARN/URL summary."""
-    rendered = render(spec or load_spec(), values)
+def apply_spec(values: Mapping[str, Any], client: ClientFactory, spec: Spec | Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Create/update every resource; returns a name -> ARN/URL summary.
+
+    ``spec``: the typed spec (rendered with ``values``), or spec.yaml's content to render with
+    them (default: the file)."""
+    spec = spec if isinstance(spec, Spec) else load(values, spec)
     out: dict[str, str] = {}
     sqs, s3, ddb, sns, sfn = (client(s) for s in ("sqs", "s3", "dynamodb", "sns", "stepfunctions"))
-    for q in rendered["queues"]:  # queues before the bucket notification that targets them
-        out[q["name"]] = _ensure_queue(sqs, q, values)
-    _ensure_bucket(s3, rendered["bucket"], values)
-    out[rendered["bucket"]["name"]] = f"s3://{rendered['bucket']['name']}"
-    for t in rendered["tables"]:
+    for q in spec.queues:  # queues before the bucket notification that targets them
+        out[q.name] = _ensure_queue(sqs, q, values)
+    _ensure_bucket(s3, spec.bucket, values)
+    out[spec.bucket.name] = f"s3://{spec.bucket.name}"
+    for t in spec.tables:
         _ensure_table(ddb, t)
-        out[t["name"]] = arn(values, "dynamodb", f"table/{t['name']}")
-    for topic in rendered["topics"]:
-        out[topic] = str(sns.create_topic(Name=topic)["TopicArn"])  # idempotent by name
-    activity_arns = {a: _ensure_activity(sfn, a) for a in rendered["activities"]}
+        out[t.name] = arn(values, "dynamodb", f"table/{t.name}")
+    for topic in spec.topics:
+        out[topic.name] = str(sns.create_topic(Name=topic.name)["TopicArn"])  # idempotent by name
+    activity_arns = {a.name: _ensure_activity(sfn, a.name) for a in spec.activities}
     out.update(activity_arns)
-    sm = rendered["state_machine"]
-    definition = render_state_machine(str(values["state_machine_target"]), state_machine_params(values, activity_arns))
-    out[sm["name"]] = _ensure_state_machine(sfn, sm["name"], sm["role"], definition)
+    target = values["state_machine_target"]
+    # The ARNs the emulator returned, not ones derived from region + account.
+    params = render_params(target, values, arns=_activity_arns(values, activity_arns))
+    sm = spec.state_machine
+    out[sm.name] = _ensure_state_machine(sfn, sm.name, sm.role, render_state_machine(target, params))
     return out
 
 

@@ -4,21 +4,23 @@
 prints it; ``cartflow deploy`` ships it). Nothing here is a second source of truth:
 
 * bucket, queues, tables (keys, indexes, stream, TTL), topics and the state machine name come
-  from ``cartflow/core/spec.yaml`` rendered with the same values as the local stack;
+  from the typed spec (``cartflow.core.spec.load``) rendered with the same values as the
+  local stack;
 * every role's permissions come from ``cartflow.infra.iam.policies`` (the one
   least-privilege source), plus the log-group statements only the IaC can name;
-* the state machine is ``orchestrator/render.py``'s ``aws`` rendering (``ecs:runTask.sync``);
+* the state machine is ``orchestrator/render.py``'s ``aws`` rendering (``ecs:runTask.sync``),
+  its parameters from ``state_machine_params`` like every other caller's;
 * the functions' and the job's environment is ``cartflow.infra.environment``'s lists.
 
 What exists only on AWS is added here: Lambda functions (container images of the services
 image, one per handler), their event sources (SQS, DynamoDB Streams, EventBridge Scheduler),
 the ECS cluster and Fargate task definition, log groups, an egress-only security group.
 
-Names inside ARNs that CloudFormation only knows at deploy time (region, account, the bucket
-parameter, generated role names) are written as ``@@Name@@`` tokens while the policies and the
-definition are built (the spec renderer, iam.py and render.py all format with braces and
-reject them in values), then ``_finalise`` turns every string holding a token into ``Ref`` /
-``Fn::GetAtt`` / ``Fn::Sub``.
+Intrinsic functions are objects (``cartflow.infra.intrinsics``: Ref, GetAtt, Sub, Join ...),
+turned into JSON once at the end. Values CloudFormation only knows at deploy time (region,
+account, the bucket parameter, generated role names) reach the text-only renderers (the spec,
+iam.py, render.py) as Fn::Sub variables (``${AWS::Region}``); ``sub`` wraps what comes back
+where it is embedded, and every name the template refers to is checked to exist.
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cartflow.core.config import Settings
-from cartflow.core.spec import load_spec, render
+from cartflow.core.spec import Spec, Table, load
 from cartflow.infra import iam
 from cartflow.infra.environment import FUNCTION_SETTINGS, JOB_SETTINGS, environment
-from orchestrator.render import AWS_RETRY_DEFAULTS, build_definition
+from cartflow.infra.intrinsics import Equals, GetAtt, Join, Not, Ref, Sub, check_names, sub, sub_strings, to_json
+from orchestrator.render import DeployTime, build_definition, state_machine_params
 
 Template = dict[str, Any]
 
@@ -42,15 +45,9 @@ Template = dict[str, Any]
 # (larger ones must be uploaded to S3 first, and the bucket is part of this stack).
 MAX_TEMPLATE_BODY_BYTES = 51_200
 
-_TOKEN = re.compile(r"@@([A-Za-z0-9:.]+)@@")
-
-
-def cfn(name: str) -> str:
-    """A deploy-time value inside a string: a parameter, pseudo parameter, resource or Resource.Attr."""
-    return f"@@{name}@@"
-
-
-REGION, ACCOUNT, BUCKET = cfn("AWS::Region"), cfn("AWS::AccountId"), cfn("BucketName")
+REGION, ACCOUNT, BUCKET = Ref("AWS::Region"), Ref("AWS::AccountId"), Ref("BucketName")
+# The state machine's Fn::Sub variable holding the SubnetIds list joined as '","' (see below).
+SUBNET_IDS_JSON = "SubnetIdsJson"
 
 
 @dataclass(frozen=True)
@@ -104,36 +101,13 @@ class TemplateOptions:
 # --------------------------------------------------------------------------- helpers
 
 
-def _logical_id(raw_name: str) -> str:
+def _logical_id(spec_name: str) -> str:
     """Spec name -> logical id: ``{events_table}`` -> EventsTable, ``{ingest_queue}-dlq`` -> IngestQueueDlq."""
-    return "".join(w[:1].upper() + w[1:] for w in re.findall(r"[A-Za-z0-9]+", raw_name))
+    return "".join(w[:1].upper() + w[1:] for w in re.findall(r"[A-Za-z0-9]+", spec_name))
 
 
-def _ref(name: str) -> dict[str, Any]:
-    return {"Ref": name}
-
-
-def _arn_of(logical: str) -> dict[str, Any]:
-    return {"Fn::GetAtt": [logical, "Arn"]}
-
-
-def _finalise(node: Any) -> Any:
-    """Tokens -> intrinsic functions (a whole-string token becomes Ref/GetAtt, else Fn::Sub)."""
-    if isinstance(node, dict):
-        return {k: _finalise(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_finalise(v) for v in node]
-    if isinstance(node, str) and _TOKEN.search(node):
-        if "${" in node:
-            raise ValueError(f"literal '${{' next to a deploy-time value: {node!r}")
-        whole = _TOKEN.fullmatch(node)
-        if whole:
-            name = whole.group(1)
-            if "." in name and not name.startswith("AWS::"):
-                return {"Fn::GetAtt": name.split(".", 1)}
-            return _ref(name)
-        return {"Fn::Sub": _TOKEN.sub(r"${\1}", node)}
-    return node
+def _arn_of(logical: str) -> GetAtt:
+    return GetAtt(logical, "Arn")
 
 
 def _document(statements: list[dict[str, Any]]) -> dict[str, Any]:
@@ -159,7 +133,7 @@ def _write_logs(log_group: str) -> dict[str, Any]:
         "Sid": "WriteOwnLogs",
         "Effect": "Allow",
         "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-        "Resource": [cfn(f"{log_group}.Arn")],
+        "Resource": [_arn_of(log_group)],
     }
 
 
@@ -168,7 +142,7 @@ def _log_group(name: str) -> dict[str, Any]:
         "Type": "AWS::Logs::LogGroup",
         "DeletionPolicy": "Delete",
         "UpdateReplacePolicy": "Delete",
-        "Properties": {"LogGroupName": name, "RetentionInDays": _ref("LogRetentionDays")},
+        "Properties": {"LogGroupName": name, "RetentionInDays": Ref("LogRetentionDays")},
     }
 
 
@@ -176,33 +150,34 @@ def _log_group(name: str) -> dict[str, Any]:
 
 
 def template_values(settings: Settings) -> dict[str, Any]:
-    """Spec values for the AWS stack: the settings' names, deploy-time region/account/bucket."""
+    """Spec values for the AWS stack: the settings' names, deploy-time region/account/bucket (as text)."""
     values = settings.spec_values()
     values.update(
-        region=REGION,
-        account_id=ACCOUNT,
-        bucket=BUCKET,
+        region=str(REGION),
+        account_id=str(ACCOUNT),
+        bucket=str(BUCKET),
         state_machine_target="aws",
         ecs_cluster=settings.ecs_cluster,
         ecs_task_definition=settings.ecs_task_definition,
         # Generated role names (Ref of a role is its name): no CAPABILITY_NAMED_IAM needed.
-        ecs_task_role=cfn("SparkJobTaskRole"),
-        ecs_execution_role=cfn("SparkJobExecutionRole"),
+        ecs_task_role=str(Ref("SparkJobTaskRole")),
+        ecs_execution_role=str(Ref("SparkJobExecutionRole")),
     )
     return values
 
 
-def _setting_values(settings: Settings) -> dict[str, Any]:
-    """Every Settings field's value for the environment lists, deploy-time ones as tokens."""
-    return {
+def _environment(fields: tuple[str, ...], settings: Settings) -> dict[str, Any]:
+    """The ``CARTFLOW_*`` variables of ``fields``, deploy-time values as Ref."""
+    values = {
         **settings.model_dump(),
         "region": REGION,
         "account_id": ACCOUNT,
         "bucket": BUCKET,
-        "spark_driver_memory": cfn("SparkDriverMemory"),
+        "spark_driver_memory": Ref("SparkDriverMemory"),
         # ECS tasks report their own death and Step Functions enforces heartbeats: no watchdog.
         "state_machine_target": "aws",
     }
+    return {name: sub(text) for name, text in environment(fields, values).items()}
 
 
 # --------------------------------------------------------------------------- sections
@@ -265,32 +240,32 @@ def _parameters(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _storage(rendered: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
+def _storage(spec: Spec) -> dict[str, Any]:
     """Bucket + notification, queues + queue policy, tables, topics: the spec's sections."""
     res: dict[str, Any] = {}
-    queue_ids = {q["name"]: _logical_id(raw["name"]) for raw, q in zip(spec["queues"], rendered["queues"])}
+    queue_ids = {q.name: _logical_id(q.spec_name) for q in spec.queues}
     policies = []
-    for q in rendered["queues"]:
-        props: dict[str, Any] = {"QueueName": q["name"], "SqsManagedSseEnabled": True}
-        if "visibility_timeout_seconds" in q:
-            props["VisibilityTimeout"] = q["visibility_timeout_seconds"]
-        if "message_retention_seconds" in q:
-            props["MessageRetentionPeriod"] = q["message_retention_seconds"]
-        if "dead_letter_queue" in q:
+    for q in spec.queues:
+        props: dict[str, Any] = {"QueueName": q.name, "SqsManagedSseEnabled": True}
+        if q.visibility_timeout_seconds is not None:
+            props["VisibilityTimeout"] = q.visibility_timeout_seconds
+        if q.message_retention_seconds is not None:
+            props["MessageRetentionPeriod"] = q.message_retention_seconds
+        if q.dead_letter:
             props["RedrivePolicy"] = {
-                "deadLetterTargetArn": _arn_of(queue_ids[q["dead_letter_queue"]]),
-                "maxReceiveCount": q["max_receive_count"],
+                "deadLetterTargetArn": _arn_of(queue_ids[q.dead_letter.queue]),
+                "maxReceiveCount": q.dead_letter.max_receive_count,
             }
-        qid = queue_ids[q["name"]]
+        qid = queue_ids[q.name]
         res[qid] = {"Type": "AWS::SQS::Queue", "Properties": props}
-        if "allow_s3_bucket" in q:
+        if q.allow_s3_bucket is not None:
             # References the bucket by *name* (a parameter), not the Bucket resource: the bucket's
             # notification needs this policy first, so a reference back would be a cycle.
             policies.append(f"{qid}Policy")
             res[f"{qid}Policy"] = {
                 "Type": "AWS::SQS::QueuePolicy",
                 "Properties": {
-                    "Queues": [_ref(qid)],
+                    "Queues": [Ref(qid)],
                     "PolicyDocument": _document(
                         [
                             {
@@ -298,9 +273,9 @@ def _storage(rendered: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, 
                                 "Effect": "Allow",
                                 "Principal": {"Service": "s3.amazonaws.com"},
                                 "Action": "sqs:SendMessage",
-                                "Resource": cfn(f"{qid}.Arn"),
+                                "Resource": _arn_of(qid),
                                 "Condition": {
-                                    "ArnEquals": {"aws:SourceArn": f"arn:aws:s3:::{q['allow_s3_bucket']}"},
+                                    "ArnEquals": {"aws:SourceArn": sub(f"arn:aws:s3:::{q.allow_s3_bucket}")},
                                     "StringEquals": {"aws:SourceAccount": ACCOUNT},
                                 },
                             }
@@ -309,15 +284,15 @@ def _storage(rendered: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, 
                 },
             }
 
-    b = rendered["bucket"]
+    b = spec.bucket
     notifications = [
         {
             "Event": event,
-            "Queue": _arn_of(queue_ids[n["queue"]]),
-            "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": n["prefix"]}]}},
+            "Queue": _arn_of(queue_ids[n.queue]),
+            "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": n.prefix}]}},
         }
-        for n in b.get("notifications", [])
-        for event in n["events"]
+        for n in b.notifications
+        for event in n.events
     ]
     res["DataBucket"] = {
         "Type": "AWS::S3::Bucket",
@@ -327,7 +302,7 @@ def _storage(rendered: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, 
         "DeletionPolicy": "Retain",
         "UpdateReplacePolicy": "Retain",
         "Properties": {
-            "BucketName": b["name"],
+            "BucketName": sub(b.name),
             "PublicAccessBlockConfiguration": {
                 "BlockPublicAcls": True,
                 "BlockPublicPolicy": True,
@@ -344,7 +319,7 @@ def _storage(rendered: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, 
     res["DataBucketPolicy"] = {
         "Type": "AWS::S3::BucketPolicy",
         "Properties": {
-            "Bucket": _ref("DataBucket"),
+            "Bucket": Ref("DataBucket"),
             "PolicyDocument": _document(
                 [
                     {
@@ -352,7 +327,7 @@ def _storage(rendered: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, 
                         "Effect": "Deny",
                         "Principal": "*",
                         "Action": "s3:*",
-                        "Resource": [f"arn:aws:s3:::{b['name']}", f"arn:aws:s3:::{b['name']}/*"],
+                        "Resource": [sub(f"arn:aws:s3:::{b.name}"), sub(f"arn:aws:s3:::{b.name}/*")],
                         "Condition": {"Bool": {"aws:SecureTransport": "false"}},
                     }
                 ]
@@ -360,53 +335,40 @@ def _storage(rendered: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, 
         },
     }
 
-    for raw, t in zip(spec["tables"], rendered["tables"]):
-        res[_logical_id(raw["name"])] = {"Type": "AWS::DynamoDB::Table", "Properties": _table(t)}
-    for raw, topic in zip(spec["topics"], rendered["topics"]):
-        res[_logical_id(raw)] = {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": topic}}
+    for t in spec.tables:
+        res[_logical_id(t.spec_name)] = {"Type": "AWS::DynamoDB::Table", "Properties": _table(t)}
+    for topic in spec.topics:
+        res[_logical_id(topic.spec_name)] = {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": topic.name}}
     for which in ("Failure", "Success"):
         res[f"{which}EmailSubscription"] = {
             "Type": "AWS::SNS::Subscription",
             "Condition": f"Has{which}Email",
-            "Properties": {"TopicArn": _ref(f"{which}Topic"), "Protocol": "email", "Endpoint": _ref(f"{which}Email")},
+            "Properties": {"TopicArn": Ref(f"{which}Topic"), "Protocol": "email", "Endpoint": Ref(f"{which}Email")},
         }
     return res
 
 
-def _key_schema(key: Mapping[str, str]) -> list[dict[str, str]]:
-    schema = [{"AttributeName": key["hash"], "KeyType": "HASH"}]
-    if "range" in key:
-        schema.append({"AttributeName": key["range"], "KeyType": "RANGE"})
-    return schema
-
-
-def _table(t: Mapping[str, Any]) -> dict[str, Any]:
+def _table(t: Table) -> dict[str, Any]:
     props: dict[str, Any] = {
-        "TableName": t["name"],
+        "TableName": t.name,
         "BillingMode": "PAY_PER_REQUEST",
-        "AttributeDefinitions": [{"AttributeName": a, "AttributeType": ty} for a, ty in t["attributes"].items()],
-        "KeySchema": _key_schema(t["key"]),
+        "AttributeDefinitions": [{"AttributeName": a, "AttributeType": ty} for a, ty in t.attributes.items()],
+        "KeySchema": t.key.schema(),
     }
-    if t.get("indexes"):
+    if t.indexes:
         props["GlobalSecondaryIndexes"] = [
-            {"IndexName": i["name"], "KeySchema": _key_schema(i), "Projection": {"ProjectionType": "ALL"}} for i in t["indexes"]
+            {"IndexName": i.name, "KeySchema": i.key.schema(), "Projection": {"ProjectionType": "ALL"}} for i in t.indexes
         ]
-    if t.get("stream"):
-        props["StreamSpecification"] = {"StreamViewType": t["stream"]}
-    if t.get("ttl"):
-        props["TimeToLiveSpecification"] = {"AttributeName": t["ttl"], "Enabled": True}
+    if t.stream:
+        props["StreamSpecification"] = {"StreamViewType": t.stream}
+    if t.ttl:
+        props["TimeToLiveSpecification"] = {"AttributeName": t.ttl, "Enabled": True}
     return props
 
 
-def _functions(
-    settings: Settings,
-    options: TemplateOptions,
-    policies: Mapping[str, Any],
-    rendered: Mapping[str, Any],
-    spec: Mapping[str, Any],
-) -> dict[str, Any]:
+def _functions(settings: Settings, options: TemplateOptions, policies: Mapping[str, Any], spec: Spec) -> dict[str, Any]:
     res: dict[str, Any] = {}
-    env = environment(FUNCTION_SETTINGS, _setting_values(settings))
+    env = _environment(FUNCTION_SETTINGS, settings)
     for f in FUNCTIONS:
         name = f"{options.name_prefix}-{f.principal}"
         log_group = f"{f.logical}LogGroup"
@@ -422,38 +384,35 @@ def _functions(
                 "FunctionName": name,
                 "Description": f"cartflow {f.module}: {f.handler}",
                 "PackageType": "Image",
-                "Code": {"ImageUri": _ref("ServicesImageUri")},
+                "Code": {"ImageUri": Ref("ServicesImageUri")},
                 "ImageConfig": {"EntryPoint": LAMBDA_ENTRYPOINT, "Command": [f.handler]},
                 "Architectures": [options.architecture],
-                "Role": cfn(f"{f.logical}Role.Arn"),
+                "Role": _arn_of(f"{f.logical}Role"),
                 "Timeout": f.timeout_seconds,
                 "MemorySize": f.memory_mb,
                 "Environment": {"Variables": env},
-                "LoggingConfig": {"LogGroup": _ref(log_group), "LogFormat": "Text"},
+                "LoggingConfig": {"LogGroup": Ref(log_group), "LogFormat": "Text"},
             },
         }
 
     # S3 -> SQS -> ingest, as locally (the spec's bucket notification names the queue).
-    (notification,) = rendered["bucket"]["notifications"]
-    queue_id = next(
-        _logical_id(r["name"]) for r, q in zip(spec["queues"], rendered["queues"]) if q["name"] == notification["queue"]
-    )
+    (notification,) = spec.bucket.notifications
     res["IngestEventSource"] = {
         "Type": "AWS::Lambda::EventSourceMapping",
         "Properties": {
-            "FunctionName": _ref("IngestFunction"),
-            "EventSourceArn": cfn(f"{queue_id}.Arn"),
+            "FunctionName": Ref("IngestFunction"),
+            "EventSourceArn": _arn_of(_logical_id(spec.queue(notification.queue).spec_name)),
             "BatchSize": 10,
             "FunctionResponseTypes": ["ReportBatchItemFailures"],
         },
     }
     # The batch chunks stream -> stream trigger (the one table the spec gives a stream).
-    (streamed,) = [_logical_id(r["name"]) for r, t in zip(spec["tables"], rendered["tables"]) if t.get("stream")]
+    (streamed,) = [t for t in spec.tables if t.stream]
     res["StreamTriggerEventSource"] = {
         "Type": "AWS::Lambda::EventSourceMapping",
         "Properties": {
-            "FunctionName": _ref("StreamTriggerFunction"),
-            "EventSourceArn": cfn(f"{streamed}.StreamArn"),
+            "FunctionName": Ref("StreamTriggerFunction"),
+            "EventSourceArn": GetAtt(_logical_id(streamed.spec_name), "StreamArn"),
             # Chunks written before the mapping existed are still dispatched.
             "StartingPosition": "TRIM_HORIZON",
             "BatchSize": 10,
@@ -473,7 +432,7 @@ def _functions(
                         "Sid": "InvokeScheduledFunctions",
                         "Effect": "Allow",
                         "Action": ["lambda:InvokeFunction"],
-                        "Resource": [cfn(f"{f.logical}Function.Arn") for f in scheduled],
+                        "Resource": [_arn_of(f"{f.logical}Function") for f in scheduled],
                     }
                 ]
             )
@@ -489,8 +448,8 @@ def _functions(
                 "FlexibleTimeWindow": {"Mode": "OFF"},
                 "State": "ENABLED",
                 "Target": {
-                    "Arn": cfn(f"{f.logical}Function.Arn"),
-                    "RoleArn": cfn("SchedulerRole.Arn"),
+                    "Arn": _arn_of(f"{f.logical}Function"),
+                    "RoleArn": _arn_of("SchedulerRole"),
                     "Input": "{}",
                     # The next tick does the same work: no retries that could overlap it.
                     "RetryPolicy": {"MaximumRetryAttempts": 0},
@@ -512,7 +471,7 @@ def _spark_job(settings: Settings, options: TemplateOptions, policies: Mapping[s
         "Type": "AWS::EC2::SecurityGroup",
         "Properties": {
             "GroupDescription": "cartflow Spark jobs: no inbound; HTTPS out to S3, DynamoDB, ECR, CloudWatch Logs",
-            "VpcId": _ref("VpcId"),
+            "VpcId": Ref("VpcId"),
             "SecurityGroupEgress": [
                 {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "CidrIp": "0.0.0.0/0", "Description": "AWS APIs"}
             ],
@@ -527,14 +486,14 @@ def _spark_job(settings: Settings, options: TemplateOptions, policies: Mapping[s
                 "Sid": "PullSparkImage",
                 "Effect": "Allow",
                 "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
-                "Resource": [f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{options.spark_repository}"],
+                "Resource": [sub(f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{options.spark_repository}")],
             },
         ]
     res["SparkJobExecutionRole"] = _role(
         "ecs-tasks.amazonaws.com", {f"{options.name_prefix}-spark-job-execution": _document(execution)}
     )
     res["SparkJobTaskRole"] = _role("ecs-tasks.amazonaws.com", {f"{options.name_prefix}-spark-job": policies["spark-job"]})
-    env = environment(JOB_SETTINGS, _setting_values(settings))
+    env = _environment(JOB_SETTINGS, settings)
     res["SparkJobTaskDefinition"] = {
         "Type": "AWS::ECS::TaskDefinition",
         "Properties": {
@@ -543,27 +502,27 @@ def _spark_job(settings: Settings, options: TemplateOptions, policies: Mapping[s
             "Family": settings.ecs_task_definition,
             "RequiresCompatibilities": ["FARGATE"],
             "NetworkMode": "awsvpc",
-            "Cpu": _ref("SparkJobCpu"),
-            "Memory": _ref("SparkJobMemory"),
+            "Cpu": Ref("SparkJobCpu"),
+            "Memory": Ref("SparkJobMemory"),
             "RuntimePlatform": {
                 "OperatingSystemFamily": "LINUX",
                 "CpuArchitecture": "ARM64" if options.architecture == "arm64" else "X86_64",
             },
-            "ExecutionRoleArn": cfn("SparkJobExecutionRole.Arn"),
-            "TaskRoleArn": cfn("SparkJobTaskRole.Arn"),
+            "ExecutionRoleArn": _arn_of("SparkJobExecutionRole"),
+            "TaskRoleArn": _arn_of("SparkJobTaskRole"),
             "ContainerDefinitions": [
                 {
                     # The image's ENTRYPOINT (python -m spark.jobs) is kept: the state machine
                     # overrides the command with `<job> --batch <json>`.
                     "Name": settings.ecs_container_name,
-                    "Image": _ref("SparkImageUri"),
+                    "Image": Ref("SparkImageUri"),
                     "Essential": True,
                     "Environment": [{"Name": k, "Value": v} for k, v in env.items()],
                     "LogConfiguration": {
                         "LogDriver": "awslogs",
                         "Options": {
-                            "awslogs-group": _ref(log_group),
-                            "awslogs-region": _ref("AWS::Region"),
+                            "awslogs-group": Ref(log_group),
+                            "awslogs-region": REGION,
                             "awslogs-stream-prefix": "job",
                         },
                     },
@@ -574,46 +533,33 @@ def _spark_job(settings: Settings, options: TemplateOptions, policies: Mapping[s
     return res
 
 
-def state_machine_definition(settings: Settings, options: TemplateOptions) -> str:
-    """The ``aws`` rendering with deploy-time values as ``${...}`` for Fn::Sub (compact JSON)."""
-    params: dict[str, object] = {
-        "bucket": BUCKET,
-        "batch_chunks_table": settings.batch_chunks_table,
-        # Ref of an SNS topic is its ARN.
-        "success_topic_arn": cfn("SuccessTopic"),
-        "failure_topic_arn": cfn("FailureTopic"),
-        **AWS_RETRY_DEFAULTS,
-        "ecs_cluster": settings.ecs_cluster,
-        "ecs_task_definition": settings.ecs_task_definition,
-        "ecs_container_name": settings.ecs_container_name,
+def state_machine_definition(settings: Settings, options: TemplateOptions) -> Sub:
+    """The ``aws`` rendering (compact JSON) in the Fn::Sub that fills in its deploy-time values."""
+    security_group = GetAtt("SparkJobSecurityGroup", "GroupId")
+    values = {
+        **settings.model_dump(),
+        "bucket": DeployTime(str(BUCKET)),
         # One string in a one-element list; SubnetIdsJson joins the list parameter with '","'.
-        "subnets": [cfn("SubnetIdsJson")],
-        "security_groups": [cfn("SparkJobSecurityGroup.GroupId")],
-        "ecs_assign_public_ip": "ENABLED" if options.assign_public_ip else "DISABLED",
+        "ecs_subnets": [DeployTime("${" + SUBNET_IDS_JSON + "}")],
+        "ecs_security_groups": [DeployTime(str(security_group))],
     }
+    # Ref of an SNS topic is its ARN.
+    arns = {"success_topic_arn": DeployTime(str(Ref("SuccessTopic"))), "failure_topic_arn": DeployTime(str(Ref("FailureTopic")))}
+    params = state_machine_params("aws", values, arns=arns, assign_public_ip=options.assign_public_ip)
     text = json.dumps(build_definition("aws", params), separators=(",", ":"))
-    if "${" in text:  # Fn::Sub would read it as a variable
-        raise ValueError("the rendered state machine contains '${'")
-    return _TOKEN.sub(r"${\1}", text)
+    return Sub(text, {SUBNET_IDS_JSON: Join('","', Ref("SubnetIds"))})
 
 
-def _state_machine(
-    settings: Settings, options: TemplateOptions, rendered: Mapping[str, Any], policies: Mapping[str, Any]
-) -> dict[str, Any]:
+def _state_machine(settings: Settings, options: TemplateOptions, spec: Spec, policies: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "StateMachineRole": _role("states.amazonaws.com", {f"{options.name_prefix}-state-machine": policies["state-machine"]}),
         "StateMachine": {
             "Type": "AWS::StepFunctions::StateMachine",
             "Properties": {
-                "StateMachineName": rendered["state_machine"]["name"],
+                "StateMachineName": spec.state_machine.name,
                 "StateMachineType": "STANDARD",
-                "RoleArn": cfn("StateMachineRole.Arn"),
-                "DefinitionString": {
-                    "Fn::Sub": [
-                        state_machine_definition(settings, options),
-                        {"SubnetIdsJson": {"Fn::Join": ['","', _ref("SubnetIds")]}},
-                    ]
-                },
+                "RoleArn": _arn_of("StateMachineRole"),
+                "DefinitionString": state_machine_definition(settings, options),
             },
         },
     }
@@ -623,41 +569,41 @@ def _state_machine(
 
 
 def build_template(settings: Settings, options: TemplateOptions | None = None, spec: Mapping[str, Any] | None = None) -> Template:
-    """The whole stack as a CloudFormation template dict."""
+    """The whole stack as a CloudFormation template dict (``spec``: spec.yaml's content, default the file)."""
     options = options or TemplateOptions()
-    spec = spec if spec is not None else load_spec()
     values = template_values(settings)
-    rendered = render(spec, values)
-    policies = iam.policies(values, spec)
+    typed = load(values, spec)
+    policies = {name: sub_strings(doc) for name, doc in iam.policies(values, typed).items()}
     resources: dict[str, Any] = {}
     for part in (
-        _storage(rendered, spec),
-        _functions(settings, options, policies, rendered, spec),
+        _storage(typed),
+        _functions(settings, options, policies, typed),
         _spark_job(settings, options, policies),
-        _state_machine(settings, options, rendered, policies),
+        _state_machine(settings, options, typed, policies),
     ):
         clash = set(part) & set(resources)
         if clash:
             raise ValueError(f"duplicate logical ids: {sorted(clash)}")
         resources.update(part)
+    parameters = _parameters(settings)
     template = {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "cartflow pipeline. Generated by cartflow/infra/cloudformation.py from cartflow/core/spec.yaml; do not edit.",
-        "Parameters": _parameters(settings),
-        "Conditions": {
-            f"Has{which}Email": {"Fn::Not": [{"Fn::Equals": [_ref(f"{which}Email"), ""]}]} for which in ("Failure", "Success")
-        },
+        "Parameters": parameters,
+        "Conditions": {f"Has{which}Email": Not(Equals(Ref(f"{which}Email"), "")) for which in ("Failure", "Success")},
         "Resources": resources,
         "Outputs": {
-            "BucketName": {"Value": _ref("DataBucket")},
-            "StateMachineArn": {"Value": _ref("StateMachine")},
-            "FailureTopicArn": {"Value": _ref("FailureTopic")},
-            "SuccessTopicArn": {"Value": _ref("SuccessTopic")},
-            "SparkCluster": {"Value": _ref("SparkCluster")},
-            **{f"{f.logical}FunctionArn": {"Value": cfn(f"{f.logical}Function.Arn")} for f in FUNCTIONS},
+            "BucketName": {"Value": Ref("DataBucket")},
+            "StateMachineArn": {"Value": Ref("StateMachine")},
+            "FailureTopicArn": {"Value": Ref("FailureTopic")},
+            "SuccessTopicArn": {"Value": Ref("SuccessTopic")},
+            "SparkCluster": {"Value": Ref("SparkCluster")},
+            **{f"{f.logical}FunctionArn": {"Value": _arn_of(f"{f.logical}Function")} for f in FUNCTIONS},
         },
     }
-    return _finalise(template)  # type: ignore[no-any-return]
+    check_names(parameters, resources, template)
+    rendered: Template = to_json(template)
+    return rendered
 
 
 def template_body(template: Template) -> str:

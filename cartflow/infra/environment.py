@@ -1,6 +1,6 @@
 """Which ``CARTFLOW_*`` settings the functions and the Spark jobs need, on every target.
 
-One list per kind of process, used by the IaC (template.py sets exactly these on every Lambda
+One list per kind of process, used by the IaC (cloudformation.py sets exactly these on every Lambda
 function / the ECS container) and checked by tests/unit/test_deploy_parity.py against the code
 (every Settings field the functions/jobs read is here or exempted below with a reason) and
 against docker-compose.yml (which sets the same names for its containers).
@@ -36,7 +36,7 @@ JOB_SETTINGS: tuple[str, ...] = (
     "bucket",
     "category_kpis_table",
     "order_kpis_table",
-    "max_quarantined_share",  # validate.py: a batch quarantining more than this fails
+    "max_quarantined_share",  # validation: a batch quarantining more than this fails
     "spark_driver_memory",
     "spark_shuffle_partitions",
     "spark_adaptive_execution",

@@ -1,7 +1,7 @@
 """Least-privilege IAM policy documents for cartflow's six AWS principals.
 
-``policies(values)`` renders the resource spec (spec.yaml) with ``values`` and returns one
-identity-policy document per principal::
+``policies(values)`` reads the typed resource spec (``cartflow.core.spec.load``, spec.yaml
+with ``values`` filled in) and returns one identity-policy document per principal::
 
     ingest          Lambda: SQS event source mapping on the ingest queue + events/idempotency tables
     debouncer       Lambda (scheduled): events `unbatched` index -> batch_chunks transaction
@@ -10,7 +10,7 @@ identity-policy document per principal::
     state-machine   Step Functions role (`state_machine.role` in the spec)
     spark-job       ECS task role of the Spark job container (validate / transform)
 
-Every ARN is built from a resource the rendered spec declares (a table, one of its indexes or
+Every ARN is built from a resource the spec declares (a table, one of its indexes or
 its stream, the queue, a topic, a bucket prefix, the state machine); asking for one the spec
 does not have raises ``KeyError`` so a spec change cannot silently widen or break a policy.
 The only things not in the spec are the ECS cluster / task definition / role names of the AWS
@@ -33,7 +33,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from cartflow.core.spec import arn, load_spec, render, values_from_env
+from cartflow.core.spec import Spec, Table, arn, load, values_from_env
 
 PolicyDocument = dict[str, Any]
 Statement = dict[str, Any]
@@ -64,17 +64,16 @@ CATEGORY_BY_DATE_INDEX = "by_order_date"
 
 
 class _Catalog:
-    """ARNs of the resources the rendered spec declares (and nothing else)."""
+    """ARNs of the resources the spec declares (and nothing else)."""
 
-    def __init__(self, values: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
+    def __init__(self, values: Mapping[str, Any], spec: Spec) -> None:
         self.values = values
-        rendered = render(spec, values)
-        self.tables: dict[str, Mapping[str, Any]] = {t["name"]: t for t in rendered["tables"]}
-        self.queues = {q["name"] for q in rendered["queues"]}
-        self.topics = set(rendered["topics"])
-        self.bucket = str(rendered["bucket"]["name"])
-        self.prefixes = set(rendered["bucket"].get("prefixes", []))
-        self.state_machine_name = str(rendered["state_machine"]["name"])
+        self.tables: dict[str, Table] = {t.name: t for t in spec.tables}
+        self.queues = {q.name for q in spec.queues}
+        self.topics = {t.name for t in spec.topics}
+        self.bucket = spec.bucket.name
+        self.prefixes = set(spec.bucket.prefixes)
+        self.state_machine_name = spec.state_machine.name
 
     @staticmethod
     def _need(kind: str, name: str, known: Iterable[str]) -> None:
@@ -87,12 +86,12 @@ class _Catalog:
 
     def index(self, table: str, index: str) -> str:
         self._need("table", table, self.tables)
-        self._need(f"index of {table}", index, [i["name"] for i in self.tables[table].get("indexes", [])])
+        self._need(f"index of {table}", index, [i.name for i in self.tables[table].indexes])
         return f"{self.table(table)}/index/{index}"
 
     def stream(self, table: str) -> str:
         self._need("table", table, self.tables)
-        if not self.tables[table].get("stream"):
+        if not self.tables[table].stream:
             raise KeyError(f"table {table!r} has no stream in the resource spec")
         # The stream label (a creation timestamp) is only known once the table exists.
         return f"{self.table(table)}/stream/*"
@@ -214,8 +213,12 @@ def _controller(c: _Catalog, v: Mapping[str, Any]) -> PolicyDocument:
 
 
 def _ecs_names(v: Mapping[str, Any]) -> dict[str, str]:
-    names = {k: str(v.get(k, default)) for k, default in ECS_DEFAULTS.items()}
-    return {k: n.format_map(names) for k, n in names.items()}
+    # Only the defaults are templates: a given name is used as is (it may be a deploy-time
+    # ${...} value of the CloudFormation renderer).
+    names = {k: str(v[k]) for k in ECS_DEFAULTS if k in v}
+    for k, default in ECS_DEFAULTS.items():  # in order: the role defaults name the task definition
+        names.setdefault(k, default.format_map(names))
+    return names
 
 
 def _state_machine(c: _Catalog, v: Mapping[str, Any]) -> PolicyDocument:
@@ -309,7 +312,7 @@ def _spark_job(c: _Catalog, v: Mapping[str, Any]) -> PolicyDocument:
         [
             # S3A directory probes and Delta log listing, only under the job's prefixes.
             _statement("ListJobPrefixes", ["s3:ListBucket"], [c.bucket_arn()], {"StringLike": {"s3:prefix": listable}}),
-            # validate.py: raw CSVs (header probe via boto3, data via S3A). Read only.
+            # validation: raw CSVs (header probe via boto3, data via S3A). Read only.
             _statement("ReadRaw", ["s3:GetObject"], [c.objects("raw/")]),
             # Delta tables: S3A writes, overwrites (replaceWhere) and deletes temporary/old files;
             # AbortMultipartUpload lets S3A clean up a failed large-file upload.
@@ -351,9 +354,12 @@ _BUILDERS = {
 }
 
 
-def policies(values: Mapping[str, Any], spec: Mapping[str, Any] | None = None) -> dict[str, PolicyDocument]:
-    """One IAM identity-policy document per principal (keys: PRINCIPALS), from the rendered spec."""
-    catalog = _Catalog(values, spec if spec is not None else load_spec())
+def policies(values: Mapping[str, Any], spec: Spec | Mapping[str, Any] | None = None) -> dict[str, PolicyDocument]:
+    """One IAM identity-policy document per principal (keys: PRINCIPALS).
+
+    ``spec``: the typed spec (its names rendered with ``values``), or spec.yaml's content to
+    render with ``values`` (default: the file)."""
+    catalog = _Catalog(values, spec if isinstance(spec, Spec) else load(values, spec))
     return {name: _BUILDERS[name](catalog, values) for name in PRINCIPALS}
 
 

@@ -3,8 +3,8 @@
 Run by MiniStack (or LocalStack) with the emulator's own Python, which has botocore and
 PyYAML but not cartflow's other dependencies. docker-compose.yml mounts the source under
 /opt/cartflow (CARTFLOW_INIT_SRC), which goes on sys.path; the hook then imports the
-stdlib-level modules it needs like any other code: the spec (cartflow.core.spec), its
-applier (cartflow.infra.apply) and the state-machine renderer (orchestrator.render).
+stdlib-level modules it needs like any other code: the typed spec (cartflow.core.spec) and
+its applier (cartflow.infra.apply), which renders the state machine with orchestrator.render.
 Values come from the spec's defaults overridden by CARTFLOW_* environment variables,
 exactly like cartflow.core.config.Settings.
 """
@@ -17,18 +17,17 @@ import sys
 
 sys.path.insert(0, os.environ.get("CARTFLOW_INIT_SRC", "/opt/cartflow"))
 
-from cartflow.core.spec import load_spec, values_from_env
+from cartflow.core.spec import load, load_spec, values_from_env
 from cartflow.infra.apply import apply_spec, botocore_client_factory
-from orchestrator.render import render_state_machine
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
-    spec = load_spec()
-    values = values_from_env(os.environ, spec)
+    raw = load_spec()
+    values = values_from_env(os.environ, raw)
     endpoint = os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
     clients = botocore_client_factory(endpoint, values["region"])
-    summary = apply_spec(values, clients, render_state_machine, spec)
+    summary = apply_spec(values, clients, load(values, raw))
     for name, ref in summary.items():
         print(f"cartflow init: {name} -> {ref}")
 

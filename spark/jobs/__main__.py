@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from cartflow.core.config import Settings
+from cartflow.core.exceptions import CartflowError
 from cartflow.core.models import BatchInput
 
 EXIT_OK, EXIT_CRASH, EXIT_BAD_INPUT = 0, 1, 2
@@ -23,7 +24,7 @@ EXIT_OK, EXIT_CRASH, EXIT_BAD_INPUT = 0, 1, 2
 log = logging.getLogger("spark.jobs")
 
 
-class BadInput(Exception):
+class BadInput(CartflowError):
     """The invocation cannot succeed as given; the message says why."""
 
 
@@ -60,7 +61,7 @@ def run(job: str, batch: BatchInput, settings: Settings, warehouse: str | None) 
     spark = build_spark(settings, app_name=f"cartflow-{job}-{batch.batch_id}")
     try:
         if job == "validate":
-            from spark.jobs.validate import run_validation
+            from spark.jobs.validation import run_validation
 
             return run_validation(spark, settings, batch, warehouse).model_dump_json()
         from spark.jobs.transform import run_transform

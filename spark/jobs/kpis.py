@@ -17,7 +17,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-BATCH_ID = "batch_id"  # lineage column of every validated table (see validate.py)
+BATCH_ID = "batch_id"  # lineage column of every validated table (see validation/columns.py)
 
 # A line amount: up to 1e9 (quantity 1e4 x price 1e5) with 10 decimals of the source double.
 LINE_MONEY = T.DecimalType(38, 10)

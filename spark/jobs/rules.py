@@ -1,6 +1,6 @@
 """What a contract rule accepts and how a violation is worded — shared by Spark and plain Python.
 
-The Spark job (validate.py) and the local checker (``cartflow contracts check``, rowcheck.py)
+The Spark job (validation/rows.py) and the local checker (``cartflow contracts check``, rowcheck.py)
 both gate every typed value with the regular expressions below before parsing it, so both
 accept exactly the same text, and both word a violation with the functions below, so a data
 producer sees the very reason the job would record. Nothing here imports Spark.

@@ -25,9 +25,9 @@ from cartflow.core.aws import AwsClients
 from cartflow.core.config import Settings
 from cartflow.core.models import KPIS_PREFIX, VALIDATED_PREFIX, VALIDATION_OUTPUT_PREFIX, BatchInput, TransformResult
 from spark.jobs import kpis
+from spark.jobs.delta_io import dataset_uri, default_warehouse, read_delta_if_exists, require_utc
 from spark.jobs.session import SHUFFLE_PARQUET_BYTES, estimated_bytes, fit_shuffle_partitions, to_spark_uri
 from spark.jobs.storage import Storage, join_uri
-from spark.jobs.validate import dataset_uri, default_warehouse, read_delta_if_exists, require_utc
 
 log = logging.getLogger(__name__)
 

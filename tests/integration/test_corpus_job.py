@@ -23,7 +23,7 @@ from cartflow.core.models import BatchInput, DataType, ValidationResult  # noqa:
 from spark.jobs.contracts import load_contracts  # noqa: E402
 from spark.jobs.rowcheck import check_files  # noqa: E402
 from spark.jobs.transform import KpiRows, run_transform  # noqa: E402
-from spark.jobs.validate import run_validation  # noqa: E402
+from spark.jobs.validation import run_validation  # noqa: E402
 from tests.corpus_expect import Outcome, corpus_files, mismatches, relative  # noqa: E402
 from tests.kpi_python import (  # noqa: E402
     category_kpis_by_key,

@@ -28,7 +28,7 @@ from pyspark.sql import SparkSession  # noqa: E402
 from cartflow.core.config import Settings  # noqa: E402
 from cartflow.core.models import BatchInput  # noqa: E402
 from spark.jobs.transform import DynamoKpiSink, KpiRows, run_transform  # noqa: E402
-from spark.jobs.validate import run_validation  # noqa: E402
+from spark.jobs.validation import run_validation  # noqa: E402
 from tests import kpi_python  # noqa: E402
 from tests.kpi_python import category_kpis_by_key, order_kpis_by_date, python_category_kpis, python_order_kpis  # noqa: E402
 from tests.timings import TIMINGS  # noqa: E402

@@ -14,6 +14,7 @@ from cartflow.core.spec import load_spec, render
 from cartflow.infra import cloudformation as tpl
 from cartflow.infra import iam
 from cartflow.infra.cloudformation import FUNCTIONS, MAX_TEMPLATE_BODY_BYTES, TemplateOptions, build_template, template_body
+from cartflow.infra.intrinsics import GetAtt, Ref, Sub, check_names, sub, to_json
 from orchestrator.render import AWS_RETRY_DEFAULTS, build_definition
 from tests.cfn_resolve import ACCOUNT, REGION, resolve, sample_values
 
@@ -337,13 +338,23 @@ def test_names_follow_settings() -> None:
     assert t["Resources"]["SparkCluster"]["Properties"]["ClusterName"] == "c2"
 
 
-def test_finalise_turns_tokens_into_intrinsics() -> None:
-    assert tpl._finalise(tpl.cfn("BucketName")) == {"Ref": "BucketName"}
-    assert tpl._finalise(tpl.cfn("AWS::Region")) == {"Ref": "AWS::Region"}
-    assert tpl._finalise(tpl.cfn("Role.Arn")) == {"Fn::GetAtt": ["Role", "Arn"]}
-    assert tpl._finalise(f"arn:aws:s3:::{tpl.cfn('BucketName')}/*") == {"Fn::Sub": "arn:aws:s3:::${BucketName}/*"}
+def test_deploy_time_text_turns_into_intrinsics() -> None:
+    assert to_json(sub(str(tpl.BUCKET))) == {"Ref": "BucketName"}
+    assert to_json(sub(str(tpl.REGION))) == {"Ref": "AWS::Region"}
+    assert to_json(sub(str(GetAtt("Role", "Arn")))) == {"Fn::GetAtt": ["Role", "Arn"]}
+    assert to_json(sub(f"arn:aws:s3:::{tpl.BUCKET}/*")) == {"Fn::Sub": "arn:aws:s3:::${BucketName}/*"}
     with pytest.raises(ValueError):
-        tpl._finalise("${Literal}" + tpl.cfn("X"))
+        check_names({}, {"X": {}}, sub("${Literal}" + str(Ref("X"))))
+
+
+def test_intrinsics_refuse_what_cloudformation_would_misread() -> None:
+    with pytest.raises(ValueError, match="outside Fn::Sub"):
+        to_json({"Resource": f"arn:aws:s3:::{tpl.BUCKET}"})  # a sub() forgotten
+    with pytest.raises(ValueError, match="literal"):
+        Sub("${aws:username}")  # an IAM policy variable must be written ${!aws:username}
+    assert to_json(Sub("${!aws:username}")) == {"Fn::Sub": "${!aws:username}"}
+    with pytest.raises(ValueError, match="Nowhere"):
+        check_names({"P": {}}, {"R": {}}, [Ref("P"), GetAtt("R", "Arn"), Sub("${AWS::Region}${R.Arn}${Nowhere}")])
 
 
 def test_the_documented_deployer_policy_is_valid_json() -> None:

@@ -202,7 +202,7 @@ def test_missing_params_are_named(target: str) -> None:
 def test_unknown_target_and_params_and_bad_values_are_rejected() -> None:
     with pytest.raises(RenderError, match="unknown target"):
         render_state_machine("gcp", local_params())  # type: ignore[arg-type]
-    with pytest.raises(RenderError, match="unknown parameter.*bucket_name"):
+    with pytest.raises(RenderError, match=r"unknown parameter.*bucket_name"):
         render_state_machine("local", {**local_params(), "bucket_name": "x"})
     bad = [
         ("retry_max_attempts", "3"),
@@ -234,7 +234,8 @@ def test_optional_params_override_defaults() -> None:
 def test_renderer_is_stdlib_only_and_runs_as_a_script(tmp_path: Any) -> None:
     """The emulator container's init hook runs render.py with a bare python."""
     source = render_mod.__file__
-    imports = [line for line in open(source, encoding="utf-8") if line.startswith(("import ", "from "))]
+    with open(source, encoding="utf-8") as fh:
+        imports = [line for line in fh if line.startswith(("import ", "from "))]
     modules = {line.split()[1].split(".")[0] for line in imports}
     assert modules <= {"__future__", "json", "re", "string", "sys", "collections", "pathlib", "typing"}, modules
     params = tmp_path / "params.json"
@@ -243,3 +244,34 @@ def test_renderer_is_stdlib_only_and_runs_as_a_script(tmp_path: Any) -> None:
     assert json.loads(out) == build_definition("local", local_params())
     bad = subprocess.run([sys.executable, "-I", source, "local", "-"], input="{}", capture_output=True, text=True)
     assert bad.returncode == 1 and "missing parameter" in bad.stderr
+
+
+def test_one_params_builder_for_every_target() -> None:
+    """state_machine_params is what params_from_settings, the applier and the template all call."""
+    from orchestrator.render import state_machine_params
+
+    values = SETTINGS.spec_values()
+    local = state_machine_params("local", values)
+    assert local == {k: v for k, v in local_params().items() if k != "job_heartbeat_seconds"}
+    emulated = state_machine_params("local", values, arns={"validate_activity_arn": "arn:emu:v"})
+    assert emulated["validate_activity_arn"] == "arn:emu:v"
+    with pytest.raises(RenderError, match="ecs_cluster"):
+        state_machine_params("aws", values)
+    with pytest.raises(RenderError, match="unknown ARN"):
+        state_machine_params("local", values, arns={"bucket_arn": "x"})
+    assert (
+        state_machine_params("aws", {**values, **SETTINGS.model_dump()}, assign_public_ip=True)["ecs_assign_public_ip"]
+        == "ENABLED"
+    )
+
+
+def test_deploy_time_values_stay_as_fn_sub_variables() -> None:
+    from orchestrator.render import DeployTime
+
+    definition = build_definition("aws", {**aws_params(), "bucket": DeployTime("${BucketName}")})
+    read = definition["States"]["Validate"]["Branches"][0]["States"]["ValidateReadResult"]
+    assert read["Parameters"]["Bucket"] == "${BucketName}"
+    with pytest.raises(RenderError, match="bucket"):
+        build_definition("aws", {**aws_params(), "bucket": "${BucketName}"})  # only a DeployTime may hold braces
+    with pytest.raises(RenderError, match="not a Fn::Sub variable"):
+        DeployTime("bucket-${x")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cartflow.core.models import BatchInput, RawFile
 from spark.jobs.filecheck import FileInspection
-from spark.jobs.validate import MISSING_FILE, SourceFile, archive_plan, decide_files
+from spark.jobs.validation import MISSING_FILE, SourceFile, archive_plan, decide_files
 
 
 def source(key: str, sha: str, reason: str | None = None) -> SourceFile:

@@ -1,0 +1,113 @@
+"""File-level decisions without Spark: inspect each raw file, reject bad files and copies, plan the archive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from cartflow.core.models import FILE_REGISTRY_PREFIX, RAW_PREFIX, REJECTED_PREFIX, ArchiveItem, BatchInput, DataType, FileOutcome
+from spark.jobs.contracts import Contract
+from spark.jobs.delta_io import read_delta_if_exists
+from spark.jobs.filecheck import FileInspection, inspect_file
+from spark.jobs.rowcheck import duplicate_file_reason
+from spark.jobs.storage import Storage, as_s3_uri, join_uri
+from spark.jobs.validation.columns import BATCH_ID, SOURCE_FILE
+
+MISSING_FILE = "file does not exist (deleted after upload?)"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    uri: str
+    dataset: str
+    inspection: FileInspection
+
+
+@dataclass
+class Structure:
+    """The batch's files after the file-level checks: readable ones by dataset, every outcome."""
+
+    accepted: dict[str, list[SourceFile]] = field(default_factory=dict)
+    outcomes: dict[str, FileOutcome] = field(default_factory=dict)  # uri -> outcome, in batch order
+    missing: set[str] = field(default_factory=set)  # gone from S3 since upload: nothing to archive
+
+
+def inspect_batch(storage: Storage, contracts: dict[str, Contract], batch: BatchInput) -> list[SourceFile]:
+    """One streaming pass per raw file (hash, encoding, header, structure); no Spark."""
+    sources = []
+    for data_type in DataType:
+        contract = contracts[data_type.value]
+        for uri in batch.paths(data_type):
+            try:
+                inspection = inspect_file(lambda uri=uri: storage.iter_bytes(uri), contract)
+            except FileNotFoundError:
+                inspection = FileInspection(size=0, sha256="", reason=MISSING_FILE)
+            sources.append(SourceFile(uri=uri, dataset=contract.dataset, inspection=inspection))
+    return sources
+
+
+def decide_files(sources: list[SourceFile], earlier: dict[str, tuple[str, str]]) -> Structure:
+    """Reject files that failed their checks or repeat an accepted file byte for byte.
+
+    ``earlier``: sha256 -> (uri, batch_id) of files accepted by other batches. Within the
+    batch the first URI in sort order is kept and its copies are rejected.
+    """
+    structure = Structure()
+    first_seen: dict[str, str] = {}
+    for source in sorted(sources, key=lambda s: s.uri):
+        reason = source.inspection.reason
+        if reason is None and source.inspection.sha256 in earlier:
+            original, batch_id = earlier[source.inspection.sha256]
+            reason = duplicate_file_reason(original, batch_id)
+        if reason is None:
+            original = first_seen.setdefault(source.inspection.sha256, source.uri)
+            if original != source.uri:
+                reason = duplicate_file_reason(original)
+        if reason is None:
+            structure.accepted.setdefault(source.dataset, []).append(source)
+        if reason == MISSING_FILE:
+            structure.missing.add(source.uri)
+        structure.outcomes[source.uri] = FileOutcome(
+            uri=as_s3_uri(source.uri),
+            dataset=source.dataset,
+            status="accepted" if reason is None else "rejected",
+            reason=reason,
+            sha256=source.inspection.sha256 or None,
+            size=source.inspection.size,
+        )
+    # Keep the batch's own order (datasets, then keys) for people reading the result.
+    order = {s.uri: i for i, s in enumerate(sources)}
+    structure.outcomes = dict(sorted(structure.outcomes.items(), key=lambda kv: order[kv[0]]))
+    return structure
+
+
+def earlier_copies(spark: SparkSession, warehouse: str, sources: list[SourceFile], batch_id: str) -> dict[str, tuple[str, str]]:
+    """sha256 -> (uri, batch) for files of this batch that another batch already accepted."""
+    hashes = sorted({s.inspection.sha256 for s in sources if s.inspection.reason is None})
+    registry = read_delta_if_exists(spark, join_uri(warehouse, FILE_REGISTRY_PREFIX))
+    if registry is None or not hashes:
+        return {}
+    rows = (
+        registry.where((F.col("status") == "accepted") & (F.col(BATCH_ID) != batch_id) & F.col("sha256").isin(hashes))
+        .select("sha256", SOURCE_FILE, BATCH_ID)
+        .collect()  # a handful of metadata rows, never data
+    )
+    return {r["sha256"]: (r[SOURCE_FILE], r[BATCH_ID]) for r in sorted(rows, key=lambda r: (r[BATCH_ID], r[SOURCE_FILE]))}
+
+
+def archive_plan(batch: BatchInput, structure: Structure) -> list[ArchiveItem]:
+    """Accepted files go to processed/<batch>/, rejected ones to rejected/<batch>/; vanished ones nowhere."""
+    plan = []
+    for item in batch.archive:
+        uri = f"s3://{item.copy_source}"
+        if uri in structure.missing:
+            continue
+        outcome = structure.outcomes.get(uri)
+        if outcome is not None and outcome.status == "rejected":
+            item = item.model_copy(  # noqa: PLW2901  the plan keeps the redirected copy, not the input
+                update={"archive_key": f"{REJECTED_PREFIX}{batch.batch_id}/{item.source_key[len(RAW_PREFIX) :]}"}
+            )
+        plan.append(item)
+    return plan

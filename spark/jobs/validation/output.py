@@ -1,0 +1,131 @@
+"""What the job writes: valid rows to validated/, the others to quarantine/, file outcomes to file_registry/.
+
+Every write replaces only this batch's rows, so a replay leaves other batches untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+from pyspark.sql import Column as SparkColumn
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from cartflow.core.models import FILE_REGISTRY_PREFIX, QUARANTINE_PREFIX, VALIDATED_PREFIX, BatchInput, FileOutcome
+from spark.jobs.contracts import Contract
+from spark.jobs.delta_io import dataset_uri
+from spark.jobs.session import to_spark_uri
+from spark.jobs.storage import join_uri
+from spark.jobs.validation.columns import (
+    _RAW,
+    BATCH_ID,
+    ERRORS,
+    LINE_NUMBER,
+    PROCESSING_DATE,
+    RAW_RECORD,
+    REASON,
+    REASONS,
+    RECORD_NUMBER,
+    SOURCE_FILE,
+)
+from spark.jobs.validation.counts import Counts
+from spark.jobs.validation.files import Structure
+from spark.jobs.validation.lines import LineNumbers
+
+
+def write_tables(
+    spark: SparkSession,
+    checked: dict[str, DataFrame],
+    contracts: dict[str, Contract],
+    structure: Structure,
+    counts: Counts,
+    batch: BatchInput,
+    warehouse: str,
+) -> None:
+    lines = LineNumbers(
+        offsets=counts.split_offsets(),
+        shifts={s.uri: s.inspection.line_shifts for files in structure.accepted.values() for s in files},
+    )
+    for dataset, frame in checked.items():
+        contract = contracts[dataset]
+        replace_batch_rows(valid_rows(frame, contract, batch), dataset_uri(warehouse, VALIDATED_PREFIX, dataset), batch.batch_id)
+        replace_batch_rows(
+            quarantined_rows(frame, contract, batch, lines),
+            dataset_uri(warehouse, QUARANTINE_PREFIX, dataset),
+            batch.batch_id,
+        )
+    replace_batch_rows(
+        registry_frame(spark, list(structure.outcomes.values()), batch),
+        join_uri(warehouse, FILE_REGISTRY_PREFIX),
+        batch.batch_id,
+        partition_by=None,
+    )
+
+
+def valid_rows(checked: DataFrame, contract: Contract, batch: BatchInput) -> DataFrame:
+    return checked.where(F.size(ERRORS) == 0).select(*[F.col(c) for c in contract.column_names], *_lineage_columns(batch))
+
+
+def quarantined_rows(checked: DataFrame, contract: Contract, batch: BatchInput, lines: LineNumbers) -> DataFrame:
+    messages = F.transform(F.col(ERRORS), lambda e: e["message"])
+    record = lines.record_index()
+    return checked.where(F.size(ERRORS) > 0).select(
+        *[F.col(f"{_RAW}.{c}").alias(c) for c in contract.column_names],
+        F.col(RAW_RECORD),
+        F.transform(
+            F.col(ERRORS),
+            lambda e: F.struct(e["rule"].alias("rule"), e["column"].alias("column"), e["value"].alias("value")),
+        ).alias(ERRORS),
+        messages.alias(REASONS),
+        F.array_join(messages, "; ").alias(REASON),
+        (record + 1).alias(RECORD_NUMBER),
+        lines.line_number(record).alias(LINE_NUMBER),
+        *_lineage_columns(batch),
+    )
+
+
+def _lineage_columns(batch: BatchInput) -> list[SparkColumn]:
+    return [
+        F.lit(batch.batch_id).alias(BATCH_ID),
+        F.lit(date.fromisoformat(batch.processing_date)).alias(PROCESSING_DATE),
+        F.col(SOURCE_FILE),
+    ]
+
+
+def replace_batch_rows(frame: DataFrame, uri: str, batch_id: str, partition_by: str | None = PROCESSING_DATE) -> None:
+    """Overwrite only this batch's rows (creates the table on first write)."""
+    writer = (
+        frame.write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", f"{BATCH_ID} = '{batch_id}'")  # batch_id matches [A-Za-z0-9_-]
+        .option("mergeSchema", "true")  # tables written by an older version gain new columns
+    )
+    if partition_by:
+        writer = writer.partitionBy(partition_by)
+    writer.save(to_spark_uri(uri))
+
+
+def registry_frame(spark: SparkSession, outcomes: Sequence[FileOutcome], batch: BatchInput) -> DataFrame:
+    schema = T.StructType(
+        [
+            T.StructField(BATCH_ID, T.StringType()),
+            T.StructField(PROCESSING_DATE, T.DateType()),
+            T.StructField(SOURCE_FILE, T.StringType()),
+            T.StructField("dataset", T.StringType()),
+            T.StructField("status", T.StringType()),
+            T.StructField(REASON, T.StringType()),
+            T.StructField("sha256", T.StringType()),
+            T.StructField("size", T.LongType()),
+            T.StructField("rows", T.LongType()),
+            T.StructField("valid_rows", T.LongType()),
+            T.StructField("quarantined_rows", T.LongType()),
+        ]
+    )
+    day = date.fromisoformat(batch.processing_date)
+    rows = [
+        (batch.batch_id, day, o.uri, o.dataset, o.status, o.reason, o.sha256, o.size, o.rows, o.valid_rows, o.quarantined_rows)
+        for o in outcomes
+    ]
+    return spark.createDataFrame(rows, schema)
