@@ -33,11 +33,15 @@ demo: install jars  ## whole loop locally: emulator + functions + Spark, fixture
 up: install jars  ## same, but keeps running (Ctrl-C stops)
 	$(PY) -m cartflow up
 
+# Unit + integration on two workers, one test module per worker at a time (module-scoped
+# emulator and Spark session; most integration time is waiting on real batches). Then e2e
+# alone: its session environment (short windows) must not reach the others.
 test: install jars  ## unit + integration (real emulator, real Spark) + e2e (Docker; fails under CI=true without it)
-	$(PY) -m pytest --durations=25 tests/unit tests/integration tests/e2e  # e2e last: its session env (short windows) must not reach the others
+	$(PY) -m pytest -n 2 --dist loadfile --durations=25 tests/unit tests/integration
+	$(PY) -m pytest --durations=10 tests/e2e
 
 test-unit: install
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest -n 2 tests/unit
 
 test-integration: install jars
 	$(PY) -m pytest tests/integration
