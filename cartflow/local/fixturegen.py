@@ -32,8 +32,6 @@ import yaml
 
 Shape = Literal["tables", "order_lines"]
 
-_CONTRACT_DIRS = (Path(__file__).resolve().parents[1] / "spark" / "jobs" / "contracts",)
-
 # Realistic distributions; statuses missing from a contract's allowed list are simply not used.
 _ORDER_STATUS_WEIGHTS = {"Complete": 40, "Shipped": 20, "Processing": 15, "Cancelled": 10, "Returned": 15}
 _THELOOK_CATEGORIES = (
@@ -59,10 +57,7 @@ class _Col:
 
 
 def _contracts_dir() -> Path:
-    for d in _CONTRACT_DIRS:
-        if d.is_dir():
-            return d
-    # Installed (non-editable) package: contracts ship as package data of spark.jobs.
+    # The contracts ship as package data of spark.jobs (the repo folder in an editable install).
     from importlib.resources import files
 
     return Path(str(files("spark.jobs") / "contracts"))
@@ -249,7 +244,7 @@ def _below(col: _Col) -> str:
 
 
 def _above(col: _Col) -> str:
-    return _money(int(round(float(col.max) * 100)) + 100) if col.type == "double" else str(int(col.max) + 1)
+    return _money(round(float(col.max) * 100) + 100) if col.type == "double" else str(int(col.max) + 1)
 
 
 # --- shapes ----------------------------------------------------------------------------------------
@@ -361,10 +356,10 @@ def _generate_tables(spec: _Spec, rows: int, out: Path, rng: random.Random, seed
     done, item_id = 0, 0
     prev_order: dict[str, str] | None = None
     prev_item: dict[str, str] | None = None
-    for order_id, size in enumerate(_order_sizes(rng, rows), start=1):
+    for order_id, drawn_size in enumerate(_order_sizes(rng, rows), start=1):
         orders_w.boundary(done)
         items_w.boundary(done)
-        size = min(max(size, n_lo), n_hi)
+        size = min(max(drawn_size, n_lo), n_hi)
         user = rng.randrange(1, n_users + 1)
         status = rng.choices(statuses, weights)[0]
         day, second = rng.randrange(days), rng.randrange(86_400)
