@@ -330,13 +330,13 @@ def run_size(a: argparse.Namespace, rows: int, workdir: Path, shuffle: int) -> t
     report = {"meta": meta, "results": results, "problems": problems, "notes": notes, "host": host_info()}
     json_path.write_text(json.dumps(_jsonable(report), indent=2, default=str))
 
-    summary = {"rows": rows, **{f"{n}_s": total_s(r) for n, r in results.items()}}
+    summary: dict[str, Any] = {"rows": rows, **{f"{n}_s": total_s(r) for n, r in results.items()}}
     if "spark" in results:
         summary["spark_peak_kb"] = peak_kb(results["spark"])
     if problems:
         print(f"[{label}] OUTPUT MISMATCH between engines: no timing is reported (details in {json_path}).", file=sys.stderr)
-        for p in problems[:50]:
-            print(f"  {p}", file=sys.stderr)
+        for problem in problems[:50]:
+            print(f"  {problem}", file=sys.stderr)
         if len(problems) > 50:
             print(f"  ... {len(problems) - 50} more", file=sys.stderr)
         return 1, summary

@@ -7,7 +7,10 @@ import os
 import platform
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 def parse_size(text: str) -> int:
@@ -19,6 +22,13 @@ def parse_size(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"size must be >= 1: {text!r}")
     return int(n)
+
+
+def one_row(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[Any, ...]:
+    """The row of a query that always returns one (an aggregate without GROUP BY)."""
+    row = con.execute(sql).fetchone()
+    assert row is not None  # DuckDB types fetchone() as optional
+    return row
 
 
 def size_label(rows: int) -> str:
@@ -36,7 +46,9 @@ def host_info() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-        mem_kb = next(int(l.split()[1]) for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal"))
+        mem_kb = next(
+            int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+        )
     except (OSError, StopIteration):
         mem_kb = None
     return {"nproc": os.cpu_count(), "cpu_model": model, "mem_total_kb": mem_kb, "python": platform.python_version()}

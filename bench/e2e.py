@@ -111,7 +111,7 @@ def wait_healthy(stack: Any, started_wall: float, timeout: float) -> dict[str, f
 
 def job_times(log_path: Path, since: float) -> list[dict[str, Any]]:
     """'validate succeeded in 12.3 s' lines of the spark-runner log written after ``since``."""
-    out = []
+    out: list[dict[str, Any]] = []
     pattern = re.compile(r"^(\S+ \S+) .*?\b(validate|transform) (succeeded|failed) in ([0-9.]+) s")
     try:
         lines = log_path.read_text(errors="replace").splitlines()

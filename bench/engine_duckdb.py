@@ -15,6 +15,7 @@ from typing import Any
 import duckdb
 
 from bench import kpimath as km
+from bench.common import one_row
 
 
 def _q(name: str) -> str:
@@ -118,8 +119,8 @@ class Engine:
             f"CREATE TEMP TABLE chk_{ds} AS SELECT {out}, NOT ({' OR '.join(bad)}) AS ok FROM (SELECT *, {typed} FROM ({union}))"
         )
         self.con.execute(f"CREATE TEMP TABLE valid_{ds} AS SELECT * EXCLUDE (ok) FROM chk_{ds} WHERE ok")
-        valid, checked = self.con.execute(f"SELECT count(*) FILTER (WHERE ok), count(*) FROM chk_{ds}").fetchone()
-        malformed = sum(self.con.execute(f"SELECT count(DISTINCT line) FROM {rej}").fetchone()[0] for _, rej in sources)
+        valid, checked = one_row(self.con, f"SELECT count(*) FILTER (WHERE ok), count(*) FROM chk_{ds}")
+        malformed = sum(one_row(self.con, f"SELECT count(DISTINCT line) FROM {rej}")[0] for _, rej in sources)
         self.counts[ds] = {"valid": valid, "quarantined": checked - valid + malformed}
         self.con.execute(f"DROP TABLE chk_{ds}")
 

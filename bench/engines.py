@@ -173,6 +173,7 @@ def run_oracle(batch_files: dict[str, list[str]], repeat: int, threads: int) -> 
     _set_threads(threads)
     import duckdb
 
+    from bench.common import one_row
     from tests import oracle  # independent of spark.jobs by design; bench runs from a checkout
 
     batch = {ds: [Path(p) for p in paths] for ds, paths in batch_files.items()}
@@ -189,7 +190,7 @@ def run_oracle(batch_files: dict[str, list[str]], repeat: int, threads: int) -> 
         rejected = Counter(rej.dataset for rej in orc.rejected)
         counts = {
             ds: {
-                "valid": con.execute(f"SELECT count(*) FROM ok_0_{ds}").fetchone()[0],
+                "valid": one_row(con, f"SELECT count(*) FROM ok_0_{ds}")[0],
                 "quarantined": rejected.get(ds, 0),
             }
             for ds in batch
@@ -291,7 +292,12 @@ def run_spark(
         shutil.rmtree(warehouse, ignore_errors=True)
         paths = {f"{ds}_paths": [Path(p).resolve().as_uri() for p in fs] for ds, fs in files.items()}
         batch = BatchInput(
-            batch_id=f"bench-{tag}", group_key="bench", bucket=settings.bucket, processing_date="2025-07-08", **paths
+            batch_id=f"bench-{tag}",
+            group_key="bench",
+            bucket=settings.bucket,
+            processing_date="2025-07-08",
+            archive=[],  # nothing to archive: the files stay where the benchmark wrote them
+            **paths,
         )
         sink = MemorySink()
         sc.setJobGroup(f"bench-validate-{tag}", "bench: run_validation")

@@ -51,15 +51,15 @@ def summarize_event_logs(directory: Path) -> dict[str, Any]:
             elif kind == "SparkListenerJobEnd" and ev["Job ID"] in jobs:
                 jobs[ev["Job ID"]]["ended_ms"] = ev.get("Completion Time")
             elif kind == "SparkListenerTaskEnd":
-                job = jobs.get(stage_job.get(ev.get("Stage ID"), -1))
+                owner = jobs.get(stage_job.get(ev.get("Stage ID"), -1))
                 metrics = ev.get("Task Metrics") or {}
-                if job is None:
+                if owner is None:
                     continue
-                job["tasks"] += 1
-                job["task_ms"] += metrics.get("Executor Run Time", 0)
-                job["gc_ms"] += metrics.get("JVM GC Time", 0)
-                job["records_read"] += (metrics.get("Input Metrics") or {}).get("Records Read", 0)
-                job["shuffle_write_bytes"] += (metrics.get("Shuffle Write Metrics") or {}).get("Shuffle Bytes Written", 0)
+                owner["tasks"] += 1
+                owner["task_ms"] += metrics.get("Executor Run Time", 0)
+                owner["gc_ms"] += metrics.get("JVM GC Time", 0)
+                owner["records_read"] += (metrics.get("Input Metrics") or {}).get("Records Read", 0)
+                owner["shuffle_write_bytes"] += (metrics.get("Shuffle Write Metrics") or {}).get("Shuffle Bytes Written", 0)
     groups: dict[str, dict[str, Any]] = defaultdict(lambda: {"jobs": []})
     for job in sorted(jobs.values(), key=lambda j: j["id"]):
         if job.get("group") and job.get("submitted_ms") and job.get("ended_ms"):

@@ -144,10 +144,18 @@ class DeployTime(str):
 # --------------------------------------------------------------------------- parameters
 
 
+def as_target(value: str) -> Target:
+    """A target given as a plain string (a command-line argument), or RenderError for an unknown one."""
+    if value == "local":
+        return "local"
+    if value == "aws":
+        return "aws"
+    raise RenderError(f"unknown target {value!r}; expected one of {', '.join(TARGETS)}")
+
+
 def _check_params(target: str, params: Mapping[str, object]) -> dict[str, object]:
     """Return the complete parameter set for ``target`` or raise RenderError naming every problem."""
-    if target not in TARGETS:
-        raise RenderError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    as_target(target)
     problems: list[str] = []
     unknown = sorted(set(params) - KNOWN_PARAMS)
     if unknown:
@@ -216,8 +224,7 @@ def state_machine_params(
     returned; ``assign_public_ip`` sets the aws tasks' public IP (absent: the default).
     The aws rendering retries with AWS_RETRY_DEFAULTS, the local one with the job_retry_* values.
     """
-    if target not in TARGETS:
-        raise RenderError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    as_target(target)
     missing = [name for name in _NEEDED_VALUES[target] if name not in values]
     unknown = sorted(set(arns or {}) - set(ARN_PARAMS))
     if missing or unknown:
@@ -388,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     target, source = args
     raw = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     try:
-        print(render_state_machine(target, json.loads(raw)))  # type: ignore[arg-type]
+        print(render_state_machine(as_target(target), json.loads(raw)))
     except RenderError as exc:
         print(f"render.py: {exc}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,10 +98,8 @@ def watchdog(deps: Deps, table: BatchTable, chunk: Chunk, arn: str, report: Cont
     """Stop the execution whose worker went silent; re-queue the batch, or fail it for good."""
     silent_s = (deps.now_ms() - max(chunk.worker_heartbeat_at or 0, chunk.processing_started_at or 0)) / 1000
     cause = f"no heartbeat from a spark-runner for {silent_s:.0f} s (limit {deps.settings.job_heartbeat_seconds} s)"
-    try:
+    with contextlib.suppress(deps.clients.sfn.exceptions.ExecutionDoesNotExist):
         deps.clients.sfn.stop_execution(executionArn=arn, error="cartflow.WorkerLost", cause=cause)
-    except deps.clients.sfn.exceptions.ExecutionDoesNotExist:
-        pass
     report.stopped.append(chunk.batch_id)
     if chunk.auto_reruns < deps.settings.max_auto_reruns:
         if table.requeue_lost(chunk, cause):
@@ -123,9 +122,13 @@ def control(deps: Deps) -> ControllerReport:
     still_processing = {c.batch_id for c in processing} - set(report.finalized) - set(report.recovered) - set(report.requeued)
     holder, acquired_at = table.lock_holder()
     # Grace: dispatch takes the lock a moment before it claims the chunk.
-    if holder and deps.now_ms() - (acquired_at or 0) > START_GRACE_MS:
-        if holder not in still_processing and table.release_lock(holder):
-            report.released_lock = holder
+    if (
+        holder
+        and deps.now_ms() - (acquired_at or 0) > START_GRACE_MS
+        and holder not in still_processing
+        and table.release_lock(holder)
+    ):
+        report.released_lock = holder
     report.started = start_next_pending(deps)
     return report
 

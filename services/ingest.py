@@ -16,6 +16,7 @@ from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
@@ -135,7 +136,7 @@ _writer: tuple[Deps, Any, IdempotencyConfig] | None = None
 
 def _idempotent_writer(deps: Deps) -> tuple[Deps, Any, IdempotencyConfig]:
     """record_object wrapped in powertools idempotency, built once per deps (cold start)."""
-    global _writer
+    global _writer  # noqa: PLW0603 - one idempotent writer per Lambda container, rebuilt only when the deps change
     if _writer is None or _writer[0] is not deps:
         store = DynamoDBPersistenceLayer(table_name=deps.settings.idempotency_table, boto3_client=deps.clients.dynamodb)
         # SQS delivers at least once: the same object version must not open two events.
@@ -160,7 +161,7 @@ def handle_record(record: SQSRecord) -> list[dict[str, str]]:
     return results
 
 
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     """SQS-triggered Lambda entry point; failed messages are reported for redelivery."""
     _idempotent_writer(current_deps())[2].register_lambda_context(context)
     processor = BatchProcessor(event_type=EventType.SQS)

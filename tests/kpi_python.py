@@ -69,27 +69,27 @@ def python_lines(
 
 def python_order_kpis(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out = {}
-    for day in sorted({l["date"] for l in lines}):
-        of_day = [l for l in lines if l["date"] == day]
-        orders = {l["order"] for l in of_day}
-        returned = {l["order"] for l in of_day if l["returned"]}
+    for day in sorted({line["date"] for line in lines}):
+        of_day = [line for line in lines if line["date"] == day]
+        orders = {line["order"] for line in of_day}
+        returned = {line["order"] for line in of_day if line["returned"]}
         out[day] = {
             "total_orders": len(orders),
-            "total_revenue": half_up(sum((l["revenue"] for l in of_day), Decimal(0)), 2),
-            "total_items_sold": sum(l["quantity"] for l in of_day),
+            "total_revenue": half_up(sum((line["revenue"] for line in of_day), Decimal(0)), 2),
+            "total_items_sold": sum(line["quantity"] for line in of_day),
             "return_rate": half_up(Decimal(len(returned)) / Decimal(len(orders)), 4),
-            "unique_customers": len({l["customer"] for l in of_day}),
+            "unique_customers": len({line["customer"] for line in of_day}),
         }
     return out
 
 
 def python_category_kpis(lines: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
     out = {}
-    for key in sorted({(l["category"], l["date"]) for l in lines}):
-        of_key = [l for l in lines if (l["category"], l["date"]) == key]
-        revenue = sum((l["revenue"] for l in of_key), Decimal(0))
-        orders = {l["order"] for l in of_key}
-        returned = {l["order"] for l in of_key if l["returned"]}
+    for key in sorted({(line["category"], line["date"]) for line in lines}):
+        of_key = [line for line in lines if (line["category"], line["date"]) == key]
+        revenue = sum((line["revenue"] for line in of_key), Decimal(0))
+        orders = {line["order"] for line in of_key}
+        returned = {line["order"] for line in of_key if line["returned"]}
         out[key] = {
             "daily_revenue": half_up(revenue, 2),
             "avg_order_value": half_up(revenue / len(orders), 2),

@@ -242,7 +242,7 @@ class Oracle:
         for ds in DATASET_ORDER:
             self._validate(i, ds, files.get(ds, []))
         bad = sum(1 for r in self.rejected if r.batch == i)
-        total = bad + sum(self.con.execute(f"SELECT count(*) FROM ok_{i}_{ds}").fetchone()[0] for ds in DATASET_ORDER)
+        total = bad + sum(self._count(f"SELECT count(*) FROM ok_{i}_{ds}") for ds in DATASET_ORDER)
         if total and bad / total > self.max_quarantined_share:
             raise StructuralError(f"batch {i}: {bad} of {total} rows quarantined, above {self.max_quarantined_share}")
         touched = self._touched_dates(i)
@@ -420,6 +420,12 @@ class Oracle:
         ) WHERE d IS NOT NULL
         """
         return {d.isoformat() for (d,) in self.con.execute(sql).fetchall()}
+
+    def _count(self, sql: str) -> int:
+        """The value of a ``SELECT count(*) ...`` (always one row)."""
+        row = self.con.execute(sql).fetchone()
+        assert row is not None  # DuckDB types fetchone() as optional
+        return int(row[0])
 
     def _empty_typed(self, ds: str) -> str:
         sql_type = {

@@ -35,7 +35,9 @@ def resources_iam(principal: Annotated[list[str] | None, typer.Argument(help="e.
 
 def render_state_machine(target: Annotated[str, typer.Option(help="local | aws")] = "local") -> None:
     """Print the state machine definition for a target (activity ARNs derived from settings)."""
-    from orchestrator.render import params_from_settings
+    from orchestrator.render import as_target, params_from_settings
     from orchestrator.render import render_state_machine as render
 
-    sys.stdout.write(render(target, params_from_settings(get_settings(), target)) + "\n")
+    settings = get_settings()
+    checked = as_target(target)  # an unknown one: the renderer's RenderError
+    sys.stdout.write(render(checked, params_from_settings(settings, checked)) + "\n")

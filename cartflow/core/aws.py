@@ -27,12 +27,14 @@ class AwsClients:
             # An emulator accepts any key; "test" is its documented dummy. Real AWS
             # (no endpoint) never gets here: there a missing credential stays an error.
             self._session = boto3.session.Session(
-                region_name=self.settings.region, aws_access_key_id="test", aws_secret_access_key="test"
+                region_name=self.settings.region,
+                aws_access_key_id="test",
+                aws_secret_access_key="test",  # noqa: S106 - the emulator's documented dummy key, never sent to AWS
             )
 
     def client(self, service: str) -> Any:
         return self._session.client(
-            service,  # type: ignore[call-overload]
+            service,
             endpoint_url=self.settings.aws_endpoint_url,
             config=_BOTO_CONFIG,
         )

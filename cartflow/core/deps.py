@@ -40,7 +40,7 @@ _current: Deps | None = None
 
 def current_deps() -> Deps:
     """The deps handlers use: built once per process (a Lambda container) from the environment."""
-    global _current
+    global _current  # noqa: PLW0603 - the process-wide deps singleton is this module's purpose
     if _current is None:
         _current = Deps.from_settings()
     return _current
@@ -48,7 +48,7 @@ def current_deps() -> Deps:
 
 def use_deps(deps: Deps | None) -> None:
     """Point every handler at these deps (tests, the embedded stack); None resets."""
-    global _current
+    global _current  # noqa: PLW0603 - replaces the process-wide deps singleton above
     _current = deps
 
 

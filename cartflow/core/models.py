@@ -136,9 +136,7 @@ class BatchInput(BaseModel):
         return list(getattr(self, data_type.paths_field))
 
     @classmethod
-    def from_files(
-        cls, *, batch_id: str, group_key: str, bucket: str, processing_date: str, files: list[RawFile]
-    ) -> BatchInput:
+    def from_files(cls, *, batch_id: str, group_key: str, bucket: str, processing_date: str, files: list[RawFile]) -> BatchInput:
         by_type: dict[str, list[str]] = {t.paths_field: [] for t in DataType}
         archive = []
         for f in sorted(files, key=lambda f: f.key):
@@ -184,13 +182,16 @@ class FileOutcome(BaseModel):
     quarantined_rows: int = 0
 
 
+BatchShape = Literal["tables", "order_lines", "mixed", "empty"]  # which raw datasets a batch holds
+
+
 class ValidationResult(BaseModel):
     """validation_output/<batch_id>.json, and the Validate step's output."""
 
     batch_id: str
     processing_date: str
     status: Literal["passed", "failed"]
-    shape: Literal["tables", "order_lines", "mixed", "empty"]
+    shape: BatchShape
     tables: dict[str, TableResult] = Field(default_factory=dict)
     files: list[FileOutcome] = Field(default_factory=list)
     processing_dates: list[str] = Field(default_factory=list)  # partitions written

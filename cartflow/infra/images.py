@@ -125,7 +125,8 @@ def select(only: Iterable[str] | None) -> list[str]:
 def docker_client() -> Any:
     import docker  # the `docker` package (test extra / dev tooling), imported on use
 
-    return docker.from_env(timeout=600)  # version=None -> negotiated with the engine
+    # The SDK is untyped, and mypy resolves `docker` to the repository's docker/ folder (a namespace package).
+    return docker.from_env(timeout=600)  # type: ignore[attr-defined]  # version=None -> negotiated with the engine
 
 
 def _log(text: str) -> None:

@@ -79,7 +79,7 @@ def _clients(request: DeployRequest) -> Any:
     session = boto3.session.Session(region_name=request.region)
 
     def client(service: str) -> Any:
-        return session.client(service, endpoint_url=request.endpoint_url)  # type: ignore[call-overload]
+        return session.client(service, endpoint_url=request.endpoint_url)
 
     return client
 

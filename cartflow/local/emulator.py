@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from contextlib import closing
 from dataclasses import dataclass
@@ -74,8 +75,10 @@ def ensure_ministack(settings: Settings) -> Path:
 
 
 def is_healthy(endpoint: str, timeout: float = 1.0) -> bool:
+    if urllib.parse.urlsplit(endpoint).scheme not in ("http", "https"):
+        return False  # not an emulator's URL: urlopen would refuse it, or read a local file:
     try:
-        with urllib.request.urlopen(f"{endpoint}/_ministack/health", timeout=timeout) as resp:
+        with urllib.request.urlopen(f"{endpoint}/_ministack/health", timeout=timeout) as resp:  # noqa: S310 - scheme checked above
             return bool(resp.status == 200)
     except OSError:
         return False

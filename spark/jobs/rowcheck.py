@@ -16,6 +16,7 @@ import io
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from spark.jobs import rules
@@ -69,8 +70,7 @@ def check_files(
 ) -> list[FileReport]:
     """``files``: (dataset, path) pairs checked as one batch; reports in the given order."""
     reports = [
-        FileReport(str(path), dataset, inspect_file(lambda path=path: read_chunks(path), contracts[dataset]))
-        for dataset, path in files
+        FileReport(str(path), dataset, inspect_file(partial(read_chunks, path), contracts[dataset])) for dataset, path in files
     ]
     for report in reports:
         report.reason = report.inspection.reason
@@ -139,7 +139,7 @@ def _check_record(record: list[str], line: int, header: list[str], position: dic
         message = rules.malformed_message(len(header))
         row.violations.append(Violation(rules.MALFORMED, None, None, message, rules.MALFORMED_LABEL))
         return row
-    values = {c.name: record[position[c.name]] for c in contract.columns}
+    values: dict[str, str | None] = {c.name: record[position[c.name]] for c in contract.columns}
     row = RowReport(line, values)
     for column in contract.columns:
         row.violations.extend(rules.check_value(column, values[column.name]))

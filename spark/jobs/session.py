@@ -10,6 +10,7 @@ process: Spark reuses the running JVM for later ``getOrCreate`` calls.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -203,10 +204,9 @@ def discard_session(spark: SparkSession | None) -> None:
     from pyspark import SparkContext
 
     if spark is not None:
-        try:
+        # Best effort: with its JVM gone, stop() usually fails; the handles are dropped below anyway.
+        with contextlib.suppress(Exception):
             spark.stop()
-        except Exception:
-            pass
     SparkSession._instantiatedSession = None
     SparkSession._activeSession = None
     SparkContext._active_spark_context = None

@@ -92,7 +92,8 @@ class DynamoKpiSink:
             for day in rows.touched_dates
             if day not in dates_with_orders  # every line of that date is gone (e.g. cancelled)
         ]
-        for day, categories in zip(rows.touched_dates, self._map(self._categories_on, list(rows.touched_dates))):
+        # _map returns one result per item, in order.
+        for day, categories in zip(rows.touched_dates, self._map(self._categories_on, list(rows.touched_dates)), strict=True):
             deletes += [
                 (category_table, "delete", {"category": category, "order_date": day})
                 for category in categories

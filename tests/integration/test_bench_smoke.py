@@ -29,7 +29,7 @@ def test_bench_runs_spark_duckdb_and_polars_and_they_agree(tmp_path: Path) -> No
             str(tmp_path),
             "--invalid-fraction",
             "0.05",
-        ],  # fmt: skip
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -155,7 +155,7 @@ def test_random_kills_during_three_batches_lose_nothing_and_count_nothing_twice(
             uploaded += keys
             # The next folder goes up only once this one is a chunk, so each folder is one batch
             # and the batches run in upload order (the oracle's order).
-            wait_for(lambda: uris <= {p for c in batches(deps) for p in c.file_paths}, 600, f"{name} to be batched")
+            wait_for(lambda uris=uris: uris <= {p for c in batches(deps) for p in c.file_paths}, 600, f"{name} to be batched")
             kill_spark_mid_job(monkey, deps, uris, rng, MID_JOB[name])
     finally:
         monkey.stop(thread)

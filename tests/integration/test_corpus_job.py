@@ -49,7 +49,7 @@ def read_delta(path: Path) -> list[dict[str, Any]]:
     dt = deltalake.DeltaTable(str(path))
     table = deltalake.QueryBuilder().register("t", dt).execute("SELECT * FROM t").read_all()
     columns = {name: table.column(name).to_pylist() for name in table.column_names}
-    return [dict(zip(columns, values)) for values in zip(*columns.values())]
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_quarantined_rows_carry_structured_errors_file_and_line(run: dict[str, A
     for row in rows:
         assert row["source_file"].endswith(".csv") and row["line_number"] >= 2 and row["record_number"] >= 1
         assert len(row["errors"]) == len(row["reasons"]) >= 1
-        for error, message in zip(row["errors"], row["reasons"]):
+        for error, message in zip(row["errors"], row["reasons"], strict=True):
             assert error["rule"] in message or error["rule"] in {
                 "required",
                 "type",

@@ -61,9 +61,7 @@ def test_every_event_delivered_three_times_gives_one_chunk_per_file_set(deps) ->
         s3.put_object(Bucket=s.bucket, Key=key, Body=b"id\n1\n")
     url = queue_url(deps, s.ingest_queue)
     for n, key in enumerate(("raw/orders/old1.csv", "raw/orders/old2.csv")):
-        deps.clients.sqs.send_message(
-            QueueUrl=url, MessageBody=notification(s.bucket, key, "2025-07-08T10:00:0%dZ" % n, f"0A{n}")
-        )
+        deps.clients.sqs.send_message(QueueUrl=url, MessageBody=notification(s.bucket, key, f"2025-07-08T10:00:0{n}Z", f"0A{n}"))
     records = sqs_records(deps, receive_all(deps, url, expected=7, delete=True))
 
     snapshots = []

@@ -100,7 +100,7 @@ class Lake:
         dt = deltalake.DeltaTable(str(self.root.joinpath("warehouse", *parts)))
         table = deltalake.QueryBuilder().register("t", dt).execute("SELECT * FROM t").read_all()
         columns = {name: table.column(name).to_pylist() for name in table.column_names}
-        return [dict(zip(columns, values)) for values in zip(*columns.values())]
+        return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
     def has_table(self, *parts: str) -> bool:
         return self.root.joinpath("warehouse", *parts, "_delta_log").is_dir()
@@ -175,10 +175,10 @@ def three_table_batch(lake: Lake, batch_id: str, orders=ORDERS, items=ITEMS, pro
 def python_lines(orders=(), items=(), products=(), flat=()) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     """kpi_python.python_lines over the positional test rows above."""
     return kpi_python.python_lines(
-        [dict(zip(ORDERS_H, o)) for o in orders],
-        [dict(zip(ITEMS_H, i)) for i in items],
-        [dict(zip(PRODUCTS_H, p)) for p in products],
-        [dict(zip(LINES_H, l)) for l in flat],
+        [dict(zip(ORDERS_H, o, strict=True)) for o in orders],
+        [dict(zip(ITEMS_H, i, strict=True)) for i in items],
+        [dict(zip(PRODUCTS_H, p, strict=True)) for p in products],
+        [dict(zip(LINES_H, line, strict=True)) for line in flat],
     )
 
 
@@ -229,7 +229,7 @@ def test_flat_batch_with_reordered_columns(lake: Lake) -> None:
 
 
 def test_a_file_with_an_extra_column_is_rejected_and_the_rest_of_the_batch_goes_on(lake: Lake) -> None:
-    extra = lake.csv("flat_extra.csv", LINES_H + ["note"], [r + ["x"] for r in LINES])
+    extra = lake.csv("flat_extra.csv", [*LINES_H, "note"], [[*r, "x"] for r in LINES])
     good = lake.csv("flat_good.csv", LINES_H, LINES)
     result = lake.validate(lake.batch("20250708T100000Z-x", order_lines_paths=[extra, good]))
 
@@ -400,7 +400,7 @@ def test_references_resolve_against_previously_validated_batches(lake: Lake) -> 
 def test_replaying_a_batch_replaces_its_rows(lake: Lake) -> None:
     batch = three_table_batch(lake, "20250708T100000Z-r")
     other = lake.batch(
-        "20250708T120000Z-other", order_lines_paths=[lake.csv("other.csv", LINES_H, LINES[:1] + [["x y"] + LINES[1][1:]])]
+        "20250708T120000Z-other", order_lines_paths=[lake.csv("other.csv", LINES_H, [*LINES[:1], ["x y", *LINES[1][1:]]])]
     )
     lake.validate(batch)
     lake.validate(other)

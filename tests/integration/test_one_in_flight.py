@@ -9,6 +9,7 @@ as fast as it can; the chunks' own transition timestamps are checked too.
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import time
@@ -133,7 +134,7 @@ def test_ten_concurrent_dispatchers_never_run_two_batches(deps) -> None:  # type
         for i in scan_items(deps.clients.dynamodb, s.batch_chunks_table)
         if i["group_key"] != "#lock"
     }
-    for prev, nxt in zip(chunks, chunks[1:]):
+    for prev, nxt in itertools.pairwise(chunks):
         assert nxt.processing_started_at is not None and nxt.processing_started_at >= finished[prev.batch_id]
     assert sorted(e["name"] for e in executions(deps)) == sorted(ids), "one execution per chunk"
     for e in executions(deps):

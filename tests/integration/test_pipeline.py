@@ -79,7 +79,7 @@ def delta_rows(deps, table: str):  # type: ignore[no-untyped-def]
     dt = DeltaTable(f"s3://{s.bucket}/{table}", storage_options=opts)
     batch = QueryBuilder().register("t", dt).execute("SELECT * FROM t").read_all()
     columns = {name: batch.column(name).to_pylist() for name in batch.column_names}
-    return [dict(zip(columns, values)) for values in zip(*columns.values())]
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
 def raw_keys(deps, prefix: str) -> set[str]:  # type: ignore[no-untyped-def]

@@ -132,7 +132,7 @@ def test_spark_conf_real_aws_uses_default_provider_chain(tmp_path: Path) -> None
 
 
 def test_build_spark_without_jars_fails_clearly(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="fetch_jars.py"):
+    with pytest.raises(RuntimeError, match=r"fetch_jars.py"):
         build_spark(Settings(jars_dir=tmp_path / "empty"))
 
 
@@ -195,7 +195,7 @@ def test_replace_where_on_batch_id_keeps_other_batches(spark: SparkSession, sett
     assert _delta_rs_rows(settings.s3_uri("validated/replace_where"), settings) == expected
 
     # A replaceWhere whose data violates the predicate is rejected, not silently widened.
-    with pytest.raises(Exception, match="(?i)replaceWhere|does not conform|DELTA_REPLACE_WHERE_MISMATCH"):
+    with pytest.raises(Exception, match=r"(?i)replaceWhere|does not conform|DELTA_REPLACE_WHERE_MISMATCH"):
         (
             spark.createDataFrame([("o9", "b2", "2026-11-01", 1.0)], COLUMNS)
             .write.format("delta")

@@ -76,12 +76,27 @@ def stack(settings: Settings, stack_resources: dict[str, str]) -> Stack:
 JobFn = Callable[[BatchInput], Any]
 
 
+def passed(batch: BatchInput) -> ValidationResult:
+    return ValidationResult(
+        batch_id=batch.batch_id,
+        processing_date=batch.processing_date,
+        status="passed",
+        shape="tables",
+        tables={"orders": TableResult(input_rows=3, valid_rows=3)},
+        archive=batch.archive,  # the real job plans the archive (processed/ or rejected/)
+    )
+
+
+def transformed(batch: BatchInput) -> TransformResult:
+    return TransformResult(batch_id=batch.batch_id, order_dates=["2026-11-01"], category_kpi_rows=4, order_kpi_rows=1)
+
+
 @dataclass
 class StubJobs:
     """What the stub validate/transform do; each test sets its own behaviour."""
 
-    validate: JobFn = field(default=lambda b: passed(b))
-    transform: JobFn = field(default=lambda b: transformed(b))
+    validate: JobFn = field(default=passed)
+    transform: JobFn = field(default=transformed)
 
 
 class CountingSfn:
@@ -123,21 +138,6 @@ def jobs(worker: tuple[StubJobs, CountingSfn]) -> Iterator[StubJobs]:
     stubs, _ = worker
     yield stubs
     stubs.validate, stubs.transform = StubJobs().validate, StubJobs().transform
-
-
-def passed(batch: BatchInput) -> ValidationResult:
-    return ValidationResult(
-        batch_id=batch.batch_id,
-        processing_date=batch.processing_date,
-        status="passed",
-        shape="tables",
-        tables={"orders": TableResult(input_rows=3, valid_rows=3)},
-        archive=batch.archive,  # the real job plans the archive (processed/ or rejected/)
-    )
-
-
-def transformed(batch: BatchInput) -> TransformResult:
-    return TransformResult(batch_id=batch.batch_id, order_dates=["2026-11-01"], category_kpi_rows=4, order_kpi_rows=1)
 
 
 # ----------------------------------------------------------------------------- helpers

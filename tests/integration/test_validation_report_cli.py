@@ -42,7 +42,7 @@ def test_batches_show_renders_counts_rules_files_and_reasons(deps, cli_env) -> N
                 valid_rows=3,
                 quarantined_rows=1,
                 reasons={"quantity: below minimum 1": 1},
-            )  # fmt: skip
+            )
         },
         files=[
             FileOutcome(
@@ -59,7 +59,7 @@ def test_batches_show_renders_counts_rules_files_and_reasons(deps, cli_env) -> N
                 status="rejected",
                 reason="file starts with a UTF-8 byte-order mark (BOM)",
             ),
-        ],  # fmt: skip
+        ],
     )
     deps.clients.s3.put_object(Bucket=bucket, Key="validation_output/b-show-1.json", Body=result.model_dump_json())
 

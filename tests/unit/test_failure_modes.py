@@ -176,7 +176,7 @@ class RecordingStop(threading.Event):
 def test_source_gives_up_on_a_missing_resource_after_bounded_backoff(tmp_path: Path) -> None:
     source = Failing(Settings(state_dir=tmp_path), [client_error("ResourceNotFoundException", "x")] * 10, max_fatal_errors=4)
     stop = RecordingStop()
-    with pytest.raises(InfraError, match="giving up after 4 failed polls: .*cartflow resources apply"):
+    with pytest.raises(InfraError, match=r"giving up after 4 failed polls: .*cartflow resources apply"):
         source.run(stop)
     assert stop.waits == [0.5, 1.0, 2.0]  # exponential, and no busy loop
 

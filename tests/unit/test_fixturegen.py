@@ -87,7 +87,7 @@ def test_valid_content_does_not_depend_on_invalid_fraction(tmp_path: Path) -> No
     clean = generate("order_lines", 300, tmp_path / "a")["order_lines"][0].read_text().splitlines()
     dirty = generate("order_lines", 300, tmp_path / "b", invalid_fraction=0.2)["order_lines"][0].read_text().splitlines()
     assert len(clean) == len(dirty)
-    assert 0.6 < sum(x == y for x, y in zip(clean, dirty)) / len(clean) < 0.95
+    assert 0.6 < sum(x == y for x, y in zip(clean, dirty, strict=True)) / len(clean) < 0.95
 
 
 def test_rejects_bad_arguments(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -26,7 +26,7 @@ TRANSFORM_ARN = "arn:aws:states:us-east-1:000000000000:activity:cartflow-transfo
 
 
 class TaskGone(Exception):
-    response = {"Error": {"Code": "TaskTimedOut", "Message": "gone"}}
+    response: ClassVar[dict[str, Any]] = {"Error": {"Code": "TaskTimedOut", "Message": "gone"}}
 
 
 class FakeSfn:

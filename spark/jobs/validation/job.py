@@ -7,7 +7,7 @@ import logging
 from pyspark.sql import DataFrame, SparkSession
 
 from cartflow.core.config import Settings
-from cartflow.core.models import VALIDATION_OUTPUT_PREFIX, BatchInput, DataType, ValidationResult
+from cartflow.core.models import VALIDATION_OUTPUT_PREFIX, BatchInput, BatchShape, DataType, ValidationResult
 from spark.jobs.contracts import Contract, dependency_order, load_contracts
 from spark.jobs.delta_io import default_warehouse, require_utc
 from spark.jobs.session import SHUFFLE_CSV_BYTES, fit_shuffle_partitions
@@ -82,7 +82,7 @@ def run_validation(
     return result
 
 
-def batch_shape(batch: BatchInput) -> str:
+def batch_shape(batch: BatchInput) -> BatchShape:
     has_tables = any(batch.paths(t) for t in (DataType.ORDERS, DataType.ORDER_ITEMS, DataType.PRODUCTS))
     has_flat = bool(batch.paths(DataType.ORDER_LINES))
     if has_tables and has_flat:
