@@ -6,11 +6,18 @@ STAMP   = $(VENV)/.installed
 
 .PHONY: install jars lint fmt demo up test test-unit test-integration test-e2e bench bench-e2e deploy clean
 
+# A line per step; pip's output (setuptools warnings included) goes to $(VENV)/install.log,
+# printed in full only when a step fails.
+PIP_QUIET = --quiet --disable-pip-version-check --no-warn-script-location
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[spark,test,release]"
-	touch $(STAMP)
+	@echo "install [1/3] virtualenv $(VENV)"
+	@$(PYTHON) -m venv $(VENV)
+	@echo "install [2/3] pip upgrade"
+	@$(PY) -m pip install $(PIP_QUIET) --upgrade pip >$(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@echo "install [3/3] cartflow (editable) + spark, test, release extras (first time: a few minutes)"
+	@$(PY) -m pip install $(PIP_QUIET) -e ".[spark,test,release]" >>$(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@touch $(STAMP)
+	@echo "install done (log: $(VENV)/install.log)"
 
 install: $(STAMP)
 

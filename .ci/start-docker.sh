@@ -24,13 +24,17 @@ if [[ $(id -u) != 0 ]]; then
 fi
 
 # 1. Packages. Debian's engine (20.10), compose 1.29, debootstrap for air-gap bases, and
-# Debian's registry (distribution 2.8) for the image push test.
+# Debian's registry (distribution 2.8) for the image push test, and Chromium for the
+# dashboard's browser test.
 missing=()
 [[ -x /usr/sbin/dockerd ]] || missing+=(docker.io)
 [[ -x /usr/bin/docker-compose ]] || missing+=(docker-compose)
 command -v debootstrap >/dev/null || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
 # The local registry `cartflow images push` is tested against (tests/e2e/test_images_push.py).
 [[ -x /usr/bin/docker-registry ]] || missing+=(docker-registry)
+# The headless browser (and its driver) the dashboard test loads the page in.
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+[[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
 if (( ${#missing[@]} )); then
     log "apt-get install ${missing[*]}"
     $SUDO apt-get update -qq

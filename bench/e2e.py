@@ -167,7 +167,7 @@ def measure_batch(
         "latency_s": marks["kpis_queryable"],
         "latency_minus_debounce_s": marks["kpis_queryable"] - a.debounce,
         "busy_peak_rss_mb": peak,
-        "jobs": job_times(settings.state_dir / "logs" / "spark-runner.log", up_wall),
+        "jobs": job_times(stack.log_dir / "spark-runner.log", up_wall),
     }
 
 

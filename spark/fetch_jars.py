@@ -25,12 +25,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from cartflow.core.exceptions import CartflowError
 from cartflow.core.retry import Backoff, retry
@@ -100,32 +102,66 @@ def _is_valid(path: Path, jar: LockedJar) -> bool:
 # ----------------------------------------------------------------------------- fetch
 
 
-def _download_once(jar: LockedJar, dest: Path, url: str) -> None:
+class Progress:
+    """Bytes downloaded so far, on stderr: a line per finished jar (plus a running total on a terminal)."""
+
+    def __init__(self, jars: int, stream: TextIO | None = None) -> None:
+        self.jars, self.done, self.bytes = jars, 0, 0
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._lock = threading.Lock()
+        self._shown = 0.0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.bytes += n
+            if self.tty and time.monotonic() - self._shown > 0.2:
+                self._shown = time.monotonic()
+                self.stream.write(f"\r  {self.done}/{self.jars} jars, {self.bytes / 1e6:.1f} MB ...")
+                self.stream.flush()
+
+    def finished(self, jar: LockedJar, size: int) -> None:
+        with self._lock:
+            self.done += 1
+            lead = "\r\033[K" if self.tty else ""
+            self.stream.write(
+                f"{lead}  [{self.done}/{self.jars}] {jar.filename} {size / 1e6:.1f} MB (total {self.bytes / 1e6:.1f} MB)\n"
+            )
+            self.stream.flush()
+
+
+def _download_once(jar: LockedJar, dest: Path, url: str, progress: Progress | None = None) -> None:
     """Stream one jar to a temp file in ``dest``, verify, then rename into place."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{jar.filename}.", suffix=".part", dir=dest)
     tmp = Path(tmp_name)
     try:
         digest = hashlib.sha256()
+        size = 0
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp:  # noqa: S310  https:// or file:// repos
             while chunk := resp.read(_CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
+                size += len(chunk)
+                if progress is not None:
+                    progress.add(len(chunk))
         if digest.hexdigest() != jar.sha256:
             raise FetchError(
                 f"{jar.coordinate} ({jar.filename}): sha256 mismatch from {url}: expected {jar.sha256}, got {digest.hexdigest()}"
             )
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; images run jobs as a non-root user
         os.replace(tmp, dest / jar.filename)  # atomic: readers never see a partial jar
+        if progress is not None:
+            progress.finished(jar, size)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _download(jar: LockedJar, dest: Path, repo: str) -> None:
+def _download(jar: LockedJar, dest: Path, repo: str, progress: Progress | None = None) -> None:
     """``_download_once``, retried on transient network errors; FetchError when it cannot be had."""
     url = jar.url(repo)
     try:
         retry(
-            lambda: _download_once(jar, dest, url),
+            lambda: _download_once(jar, dest, url, progress),
             attempts=_ATTEMPTS,
             backoff=_BACKOFF,
             retry_if=lambda exc: isinstance(exc, _TRANSIENT),
@@ -135,17 +171,23 @@ def _download(jar: LockedJar, dest: Path, repo: str) -> None:
         raise FetchError(f"{jar.coordinate} ({jar.filename}): download from {url} failed: {exc}") from exc
 
 
-def fetch(dest: Path, repo: str = MAVEN_CENTRAL, lock: Path = LOCK_PATH, workers: int = 8) -> list[Path]:
+def fetch(
+    dest: Path, repo: str = MAVEN_CENTRAL, lock: Path = LOCK_PATH, workers: int = 8, show_progress: bool = False
+) -> list[Path]:
     """Ensure every locked jar is in ``dest`` with the right sha256; return their paths (lock order).
 
-    Files already present and valid are not downloaded again.
+    Files already present and valid are not downloaded again; ``show_progress`` prints the
+    bytes downloaded on stderr as they come.
     """
     jars = read_lock(lock)
     dest.mkdir(parents=True, exist_ok=True)
     todo = [jar for jar in jars if not _is_valid(dest / jar.filename, jar)]
+    progress = Progress(len(todo)) if show_progress and todo else None
+    if progress is not None:
+        print(f"downloading {len(todo)} of {len(jars)} jars from {repo} into {dest}", file=sys.stderr, flush=True)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         # list() re-raises the first FetchError; the other downloads still finish or fail cleanly.
-        list(pool.map(lambda jar: _download(jar, dest, repo), todo))
+        list(pool.map(lambda jar: _download(jar, dest, repo, progress), todo))
     return [dest / jar.filename for jar in jars]
 
 
@@ -322,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             print("run `python spark/fetch_jars.py` (or `make jars`)", file=sys.stderr)
         return 1 if bad else 0
     try:
-        paths = fetch(dest, args.repo, args.lock)
+        paths = fetch(dest, args.repo, args.lock, show_progress=True)
     except FetchError as exc:
         print(f"fetch_jars: {exc}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import yaml
 
@@ -27,14 +28,16 @@ class Outcome:
 
 
 def corpus_files() -> list[tuple[str, Path]]:
-    """(dataset, path) of every corpus CSV, the folder naming the dataset as under raw/."""
-    return [(p.parent.name, p) for p in sorted(CORPUS.glob("*/*.csv"))]
+    """(dataset, path) of every corpus CSV (.csv and .csv.gz), the folder naming the dataset as under raw/."""
+    paths = [p for pattern in ("*/*.csv", "*/*.csv.gz") for p in CORPUS.glob(pattern)]
+    return [(p.parent.name, p) for p in sorted(paths)]
 
 
 def relative(path: str | Path) -> str:
-    """'.../tests/corpus/orders/x.csv' or 's3://b/raw/orders/x.csv' -> 'orders/x.csv'."""
+    """'.../tests/corpus/orders/x.csv', 's3://b/raw/orders/x.csv' or a percent-encoded file:// URI
+    ('.../orders/a%20b.csv', what Path.as_uri() gives) -> 'orders/x.csv' / 'orders/a b.csv'."""
     parts = str(path).replace("\\", "/").split("/")
-    return "/".join(parts[-2:])
+    return unquote("/".join(parts[-2:]))
 
 
 def expected() -> dict[str, dict[str, Any]]:
@@ -76,4 +79,4 @@ def mismatches(actual: dict[str, Outcome], to_relative: Any = relative) -> list[
 def _relative_paths(reason: str, to_relative: Any) -> str:
     """'duplicate of s3://b/raw/orders/x.csv in ...' -> 'duplicate of orders/x.csv in ...'."""
     words = reason.split(" ")
-    return " ".join(to_relative(w) if "/" in w and w.endswith(".csv") else w for w in words)
+    return " ".join(to_relative(w) if "/" in w and w.endswith((".csv", ".csv.gz")) else w for w in words)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import decimal
+import gzip
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -43,8 +44,12 @@ CategoryKpis = dict[tuple[str, str], dict[str, Any]]  # (category, order_date) -
 _INT_RE = r"[+-]?[0-9]+"
 _DOUBLE_RE = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
 _DATE_RE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
-# Naive timestamps are UTC; an explicit UTC/Z/offset suffix is honoured (converted to UTC).
-_TS_RE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?( ?(UTC|Z|[+-][0-9]{2}(:?[0-9]{2})?))?"
+# Naive timestamps are UTC; an explicit UTC/Z/offset suffix is honoured (converted to UTC):
+# "2025-08-01 10:00:00 UTC" (BigQuery's export), "...Z", "...+02", "...+0200", "...+02:00".
+# The shape admits what a producer may write; DuckDB's own TIMESTAMPTZ cast decides the rest
+# (it refuses "UTC" glued to the time, " Z", and a space before an offset). Zone names other
+# than UTC are not accepted by the contract although DuckDB would read them.
+_TS_RE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?( ?(UTC|Z|[+-][0-9]{2}(:?[0-9]{2})?))?"
 # Seed 002: "returned: Boolean (true or false)"; case-insensitive, nothing else (no 1/0, yes/no).
 _TRUE = ("true",)
 _FALSE = ("false",)
@@ -187,7 +192,10 @@ def _bound(value: Any) -> str:
 
 
 def _read_header(path: Path) -> list[str]:
-    with path.open(newline="", encoding="utf-8-sig") as fh:
+    """The header row. A ``.gz`` file is gzip (DuckDB's read_csv also decides by the extension);
+    a UTF-8 byte-order mark (Excel's "CSV UTF-8") is not part of the first name."""
+    opener: Any = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", newline="", encoding="utf-8-sig") as fh:
         return next(csv.reader(fh), [])
 
 
@@ -327,6 +335,7 @@ class Oracle:
             columns = "{" + ", ".join(f"{_lit(h)}: 'VARCHAR'" for h in header) + "}"
             src = (
                 f"read_csv({_lit(str(p))}, columns={columns}, header=true, auto_detect=false, delim=',', "
+                f"compression='{'gzip' if p.name.endswith('.gz') else 'none'}', "
                 f"quote='\"', escape='\"', strict_mode=true, null_padding=false, store_rejects=true, "
                 f"rejects_table='{rej}', rejects_scan='{scan}')"
             )
@@ -560,5 +569,5 @@ def expected_table_state(
 
 def batch_from_dir(root: Path, datasets: Sequence[str] = DATASET_ORDER) -> dict[str, list[Path]]:
     """{dataset: sorted CSVs} for a folder laid out like raw/ (root/<dataset>/*.csv)."""
-    out = {ds: sorted((root / ds).glob("*.csv")) for ds in datasets if (root / ds).is_dir()}
+    out = {ds: sorted([*(root / ds).glob("*.csv"), *(root / ds).glob("*.csv.gz")]) for ds in datasets if (root / ds).is_dir()}
     return {ds: ps for ds, ps in out.items() if ps}

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cartflow.cli.context import console, deps, err_console
+from cartflow.cli.context import JsonOpt, console, deps, err_console, print_json
 from cartflow.cli.guard import one_line_errors
 from cartflow.cli.tables import batches_detail_table
 from cartflow.core.models import BatchStatus
@@ -27,7 +27,7 @@ def list_cmd(
     """Every batch (oldest first) with status, files, attempt, execution and error."""
     from cartflow.ops.actions import list_batches, retry_command
 
-    chunks = list_batches(deps(), status)
+    chunks = list_batches(deps(tables=("batch_chunks_table",)), status)
     console.print(batches_detail_table(chunks, f"batches ({status.value})" if status else "batches"))
     failed = [c for c in chunks if c.status == BatchStatus.FAILED.value]
     if failed:
@@ -36,7 +36,10 @@ def list_cmd(
 
 @batches_app.command("show")
 @one_line_errors
-def show_cmd(batch_id: Annotated[str, typer.Argument(help="a batch id (see cartflow batches list)")]) -> None:
+def show_cmd(
+    batch_id: Annotated[str, typer.Argument(help="a batch id (see cartflow batches list)")],
+    as_json: JsonOpt = False,
+) -> None:
     """The validation report of one batch: counts per dataset and rule, every file's outcome and reason."""
     from cartflow.cli.reports import validation_tables
     from cartflow.ops.views import validation_result
@@ -46,8 +49,15 @@ def show_cmd(batch_id: Annotated[str, typer.Argument(help="a batch id (see cartf
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="BATCH_ID") from None
     if result is None:
-        console.print(f"[red]no validation result for batch {batch_id} (not validated yet, or unknown)[/]")
+        err_console.print(
+            f"[red]error:[/] no validation result for batch {batch_id} (not validated yet, or unknown): see cartflow batches list",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1)
+    if as_json:
+        print_json(result)
+        return
     for table in validation_tables(result):
         console.print(table)
 
@@ -59,7 +69,7 @@ def retry_cmd(batch_id: Annotated[str, typer.Argument(help="a failed batch's id"
     from cartflow.ops.actions import RetryRefused, retry_batch
 
     try:
-        result = retry_batch(deps(), batch_id)
+        result = retry_batch(deps(tables=("batch_chunks_table",)), batch_id)
     except RetryRefused as refused:
         err_console.print(f"[red]refused:[/] {refused}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -74,13 +84,26 @@ def retry_cmd(batch_id: Annotated[str, typer.Argument(help="a failed batch's id"
 def audit(
     stuck_after: Annotated[float, typer.Option(help="seconds before a waiting file counts as stuck")] = 300.0,
     all_files: Annotated[bool, typer.Option("--all/--summary", help="list every file, not only totals")] = True,
+    as_json: JsonOpt = False,
 ) -> None:
     """Every raw file ever seen and its one state, totals, and the exactly-once checks (exit 1 on a finding)."""
     from cartflow.ops.actions import audit as run_audit
     from cartflow.ops.views import ledger
 
-    d = deps()
+    d = deps(tables=("events_table", "batch_chunks_table"))
     rows = ledger(d)
+    if as_json:
+        found = run_audit(d, stuck_after_s=stuck_after)
+        counted = Counter(r.outcome for r in rows)
+        print_json(
+            {
+                "files": rows if all_files else [],
+                "totals": {k: counted.get(k, 0) for k in ("processed", "rejected", "failed", "in progress")},
+                "findings": found,
+                "ok": not found,
+            }
+        )
+        raise typer.Exit(1 if found else 0)
     if all_files:
         t = Table(title=f"files ({len(rows)} uploads)")
         for col in ("file", "state", "detail"):

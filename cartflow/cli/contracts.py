@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from cartflow.cli.context import console
+from cartflow.core.models import DataType
 
 contracts_app = typer.Typer(help="The data contracts (spark/jobs/contracts/*.yaml)", no_args_is_help=True)
 
@@ -15,7 +16,7 @@ contracts_app = typer.Typer(help="The data contracts (spark/jobs/contracts/*.yam
 @contracts_app.command("check")
 def contracts_check(
     paths: Annotated[list[Path], typer.Argument(help="CSV files; checked together as one batch")],
-    dataset: Annotated[str | None, typer.Option(help="dataset of every file (default: each file's folder name)")] = None,
+    dataset: Annotated[DataType | None, typer.Option(help="dataset of every file (default: each file's folder name)")] = None,
     max_rows: Annotated[int, typer.Option(help="quarantined rows to print")] = 50,
 ) -> None:
     """Check local CSVs against their contracts in plain Python: the job's reasons, no Spark.
@@ -29,12 +30,16 @@ def contracts_check(
     contracts = load_contracts()
     files = []
     for path in paths:
-        name = dataset or path.resolve().parent.name
-        if name not in contracts:
-            known = ", ".join(sorted(contracts))
-            raise typer.BadParameter(f"{path}: dataset {name!r} unknown (known: {known}); use --dataset", param_hint="PATHS")
+        if path.is_dir():
+            raise typer.BadParameter(f"{path}: a folder, not a CSV file; give its files, e.g. {path}/*.csv", param_hint="PATHS")
         if not path.is_file():
             raise typer.BadParameter(f"{path}: no such file", param_hint="PATHS")
+        name = dataset.value if dataset else path.resolve().parent.name
+        if name not in contracts:
+            known = ", ".join(sorted(contracts))
+            raise typer.BadParameter(
+                f"{path}: dataset {name!r} (its folder) unknown (known: {known}); use --dataset", param_hint="PATHS"
+            )
         files.append((name, path))
     reports = check_files(files, contracts)
     for table in check_tables(reports, max_rows):

@@ -8,23 +8,28 @@ from typing import Annotated
 
 import typer
 
+from cartflow.cli.choices import Image
 from cartflow.infra import images
 
 images_app = typer.Typer(help="Build and push the container images", no_args_is_help=True)
 
-OnlyOpt = Annotated[list[str] | None, typer.Option("--only", help="services | spark (repeatable); default: all")]
+OnlyOpt = Annotated[list[Image] | None, typer.Option("--only", help="one image (repeatable); default: all")]
+
+
+def _names(only: list[Image] | None) -> list[str] | None:
+    return [i.value for i in only] if only else None
 
 
 @images_app.command("build")
 def build_cmd(
     only: OnlyOpt = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="tags (repeatable); default: git sha + version")] = None,
-    no_cache: Annotated[bool, typer.Option(help="build without the layer cache")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="build without the layer cache")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no build log")] = False,
 ) -> None:
     """Build every image, tagged with the git sha and the pyproject version."""
     try:
-        built = images.build_images(only, tag, no_cache=no_cache, echo=not quiet)
+        built = images.build_images(_names(only), tag, no_cache=no_cache, echo=not quiet)
     except images.ImageError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -35,7 +40,9 @@ def build_cmd(
 
 @images_app.command("push")
 def push_cmd(
-    registry: Annotated[str, typer.Option(help="HOST[:port][/prefix], e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com/team")],
+    registry: Annotated[
+        str, typer.Option(help="HOST, HOST:PORT or HOST/PREFIX, e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com/team")
+    ],
     only: OnlyOpt = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="tags (repeatable); default: git sha + version")] = None,
     create_repositories: Annotated[bool, typer.Option(help="ECR: create missing repositories")] = False,
@@ -44,7 +51,7 @@ def push_cmd(
 ) -> None:
     """Build, tag (git sha + version) and push every image; ECR logins via boto3."""
     try:
-        built = images.build_images(only, tag, echo=not quiet)
+        built = images.build_images(_names(only), tag, echo=not quiet)
         pushed = images.push_images(built, registry, create_repositories=create_repositories, echo=not quiet)
     except images.ImageError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -7,13 +7,15 @@ from its usual chain (env, profile, task role), so no secret is ever part of set
 
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cartflow.core.spec import defaults as _spec_defaults
 
@@ -24,13 +26,19 @@ _SPEC = _spec_defaults()
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,80}$")
 
+# The endpoint comes from CARTFLOW_AWS_ENDPOINT_URL, else botocore's standard AWS_ENDPOINT_URL.
+ENDPOINT_VARIABLES = ("CARTFLOW_AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL")
+ENDPOINT_EXAMPLE = "http://127.0.0.1:4566"
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CARTFLOW_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CARTFLOW_", env_file=None, extra="ignore", populate_by_name=True)
 
     # --- where AWS is -------------------------------------------------------------
     aws_endpoint_url: str | None = Field(
-        default=None, description="Emulator endpoint (e.g. http://127.0.0.1:4566); None = real AWS"
+        default=None,
+        description="Emulator endpoint (e.g. http://127.0.0.1:4566); None = real AWS",
+        validation_alias=AliasChoices(*ENDPOINT_VARIABLES),  # the first one set wins
     )
     region: str = _SPEC["region"]
     account_id: str = _SPEC["account_id"]
@@ -94,9 +102,39 @@ class Settings(BaseSettings):
     ecs_cluster: str = "cartflow"
     ecs_task_definition: str = "cartflow-spark-job"
     ecs_container_name: str = "spark-job"
-    ecs_subnets: list[str] = Field(default_factory=list)
-    ecs_security_groups: list[str] = Field(default_factory=list)
+    # From the environment: a JSON list or a comma-separated one (subnet-a,subnet-b).
+    ecs_subnets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ecs_security_groups: Annotated[list[str], NoDecode] = Field(default_factory=list)
     step_functions_role_arn: str | None = None
+
+    @field_validator("aws_endpoint_url", mode="before")
+    @classmethod
+    def _valid_endpoint(cls, v: Any) -> Any:
+        if isinstance(v, str) and not v.strip():
+            return None  # an empty variable means "not set"
+        if not isinstance(v, str):
+            return v
+        url = urlsplit(v.strip())
+        try:
+            port_ok = url.port is None or url.port > 0
+        except ValueError:
+            port_ok = False
+        if url.scheme not in ("http", "https") or not url.hostname or not port_ok:
+            raise ValueError(f"not an endpoint URL: {v!r}; expected scheme://host:port, e.g. {ENDPOINT_EXAMPLE}")
+        return v.strip()
+
+    @field_validator("ecs_subnets", "ecs_security_groups", mode="before")
+    @classmethod
+    def _split_list(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        text = v.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError(f"not a JSON list: {v!r}; or give a comma-separated list (a,b)") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
 
     @field_validator("bucket")
     @classmethod

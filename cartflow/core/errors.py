@@ -27,14 +27,28 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
-from cartflow.core.exceptions import CartflowError, InfraError  # noqa: F401  CartflowError re-exported
+from cartflow.core.config import ENDPOINT_EXAMPLE, ENDPOINT_VARIABLES
+from cartflow.core.exceptions import CartflowError, InfraError
 from cartflow.core.retry import Backoff, backoff_delays, retry  # noqa: F401  backoff_delays re-exported
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 APPLY_HINT = "run `cartflow resources apply`"
+NO_ENDPOINT = f"real AWS (neither {' nor '.join(ENDPOINT_VARIABLES)} is set)"
+
+
+class BadInput(CartflowError, ValueError):
+    """The user gave something unusable (a missing folder, a refused target): exit code 2, not 1."""
+
+
+def describe_target(endpoint: str | None) -> str:
+    """Where requests go, for messages: the endpoint, or a plain statement that it is real AWS."""
+    return endpoint or NO_ENDPOINT
+
+
 # Error codes meaning "the resource is not there": retrying does not create it.
 MISSING_CODES = frozenset(
     {
@@ -86,13 +100,36 @@ def is_fatal(exc: BaseException) -> bool:
 
 
 def explain(exc: BaseException, endpoint: str | None = None) -> str | None:
-    """One line for a known infrastructure failure, None for anything else (a real bug)."""
-    where = endpoint or "AWS"
+    """One line for a known infrastructure failure, None for anything else (a real bug).
+
+    A wrapper that hides the AWS error (boto3's S3UploadFailedError raised while handling a
+    ClientError) is explained by the error it wraps.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        line = _explain_one(current, endpoint)
+        if line is not None:
+            return line
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _explain_one(exc: BaseException, endpoint: str | None) -> str | None:
+    where = describe_target(endpoint)
     if isinstance(exc, InfraError):
         return str(exc)
     if isinstance(exc, ValidationError):
         return invalid_settings_message(exc)
+    if isinstance(exc, SettingsError):
+        return f"invalid configuration: {exc}"
     if is_unreachable(exc):
+        if endpoint is None:
+            return (
+                f"cannot reach the AWS endpoint of {where} ({type(exc).__name__}); for the local emulator set "
+                f"CARTFLOW_AWS_ENDPOINT_URL={ENDPOINT_EXAMPLE} (`cartflow up` prints it)"
+            )
         return f"cannot reach the AWS endpoint {where} ({type(exc).__name__}); is the emulator running (`cartflow up`)?"
     if isinstance(exc, NoCredentialsError):
         return "no AWS credentials found (environment, profile or role); the emulator accepts test/test"
@@ -100,7 +137,10 @@ def explain(exc: BaseException, endpoint: str | None = None) -> str | None:
     message = str(exc.response.get("Error", {}).get("Message", "")) if isinstance(exc, ClientError) else ""
     if code in MISSING_CODES:
         m = _TABLE_IN_MESSAGE.search(message)
-        what = f"table {m['name']}" if m else (message or code)
+        bucket = exc.response.get("Error", {}).get("BucketName") if isinstance(exc, ClientError) else None
+        operation = getattr(exc, "operation_name", "") or ""
+        fallback = f"{message or code} ({operation})" if operation else (message or code)
+        what = f"table {m['name']}" if m else f"bucket {bucket}" if bucket else fallback
         return f"{what} not found at {where}: {APPLY_HINT}"
     if code in CONFIG_CODES:
         return f"AWS refused the credentials or permissions ({code}: {message})"
@@ -111,8 +151,10 @@ def invalid_settings_message(exc: ValidationError) -> str:
     """``CARTFLOW_BUCKET: invalid S3 bucket name 'X'; ...`` from a Settings ValidationError."""
     parts = []
     for err in exc.errors():
-        field = "_".join(str(p) for p in err.get("loc", ()))
-        parts.append(f"CARTFLOW_{field.upper()}: {err.get('msg', 'invalid')}")
+        field = "_".join(str(p) for p in err.get("loc", ())).upper()
+        name = field if field in ENDPOINT_VARIABLES else f"CARTFLOW_{field}"  # an alias is already the variable
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{name}: {msg}")
     return "invalid configuration: " + "; ".join(parts)
 
 
@@ -171,7 +213,7 @@ def check_ready(endpoint: str | None, clients: Any, needs: Needs) -> None:
             raise
         raise InfraError(line) from exc
     if gone:
-        raise InfraError(f"{', '.join(gone)} not found at {endpoint or 'AWS'}: {APPLY_HINT}")
+        raise InfraError(f"{', '.join(gone)} not found at {describe_target(endpoint)}: {APPLY_HINT}")
 
 
 def retry_bounded(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Literal
@@ -56,10 +57,54 @@ class EventStatus(StrEnum):
     REJECTED = "rejected"  # terminal: the key is not something we can process
 
 
-# raw/<data_type>/<name>.csv, optionally with sub-folders; conservative characters only so the
-# key is safe in S3 URIs, Spark paths, Step Functions JSONPath parameters and shell-free copies.
-_RAW_KEY_RE = re.compile(r"^raw/(?P<type>[a-z_]+)/(?P<rest>(?:[A-Za-z0-9._=-]+/)*(?P<name>[A-Za-z0-9._=-]+))$")
+# raw/<data_type>/<name>.csv (or .csv.gz), optionally with sub-folders. Names are what people
+# export ("2025 08 01 export (1).csv", "ünïcode.csv"): ASCII letters, digits, ._=- plus spaces,
+# parentheses and non-ASCII letters (with their combining marks). Nothing else: no control or
+# format characters, no %, +, quotes, backslashes, glob characters or other punctuation, so a
+# key means the same to S3, Hadoop paths (which decode %XX and expand globs), Step Functions
+# and the archive copies. The key arrives URL-decoded (S3 URL-encodes keys in notifications).
+_RAW_KEY_RE = re.compile(r"^raw/(?P<type>[a-z_]+)/(?P<rest>(?:[^/]+/)*(?P<name>[^/]+))$")
+_ASCII_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._=-() ")
 _MAX_KEY_LEN = 512
+RAW_SUFFIXES = (".csv", ".csv.gz")  # .csv.gz: gzip-compressed CSV, read through Spark's codec
+_REFUSED_SUFFIXES = {
+    ".zip": "zip archives are not read: unzip it and upload the .csv inside (or gzip the .csv as .csv.gz)",
+    ".gz": "only gzip-compressed CSV is read: name it <file>.csv.gz",
+    ".xlsx": 'Excel workbooks are not read: save the sheet as "CSV UTF-8 (Comma delimited)" and upload the .csv',
+    ".xls": 'Excel workbooks are not read: save the sheet as "CSV UTF-8 (Comma delimited)" and upload the .csv',
+    ".bz2": "only gzip compression is read: decompress it and upload the .csv (or gzip it as .csv.gz)",
+    ".xz": "only gzip compression is read: decompress it and upload the .csv (or gzip it as .csv.gz)",
+    ".zst": "only gzip compression is read: decompress it and upload the .csv (or gzip it as .csv.gz)",
+}
+
+
+def _name_char_allowed(char: str) -> bool:
+    if char in _ASCII_NAME_CHARS:
+        return True
+    # Non-ASCII letters (L*) and combining marks (M*: a decomposed "ü" from macOS is u + U+0308).
+    return not char.isascii() and unicodedata.category(char)[0] in "LM"
+
+
+def _segment_problem(segment: str) -> str | None:
+    """Why one folder or file name of a raw key is refused, or None."""
+    if segment in (".", "..") or ".." in segment:
+        return "key must look like raw/<data_type>/<file>.csv without '..' or '.' segments"
+    for char in segment:
+        if not _name_char_allowed(char):
+            shown = repr(char) if char.isprintable() else f"U+{ord(char):04X}"
+            return (
+                f"character {shown} is not allowed in a key: use letters, digits, spaces and ._=-() only "
+                "(raw/<data_type>/<file>.csv)"
+            )
+    if segment != segment.strip(" "):
+        return "a name in the key starts or ends with a space: remove it"
+    return None
+
+
+def raw_suffix(key: str) -> str | None:
+    """The accepted suffix a raw key ends with ('.csv' or '.csv.gz', any case), else None."""
+    lower = key.lower()
+    return next((s for s in sorted(RAW_SUFFIXES, key=len, reverse=True) if lower.endswith(s)), None)
 
 
 class InvalidRawKey(CartflowError, ValueError):
@@ -90,17 +135,22 @@ class RawFile(BaseModel):
         if not key.startswith(RAW_PREFIX):
             raise InvalidRawKey(f"key is not under {RAW_PREFIX}")
         m = _RAW_KEY_RE.match(key)
-        # "." and ".." segments: Hadoop paths would normalise them, S3 copies would not.
-        if not m or any(part in (".", "..") for part in key.split("/")) or ".." in key:
-            raise InvalidRawKey("key must look like raw/<data_type>/<file>.csv using [A-Za-z0-9._=-] only")
+        if not m:
+            raise InvalidRawKey("key must look like raw/<data_type>/<file>.csv (no empty or absolute path segments)")
+        for segment in m["rest"].split("/"):
+            problem = _segment_problem(segment)
+            if problem is not None:
+                raise InvalidRawKey(problem)
         try:
             data_type = DataType(m["type"])
         except ValueError:
             known = ", ".join(t.value for t in DataType)
             raise InvalidRawKey(f"unknown data type {m['type']!r} (known: {known})") from None
-        if not m["name"].lower().endswith(".csv"):
-            raise InvalidRawKey("only .csv files are accepted")
-        part = PurePosixPath(m["rest"]).with_suffix("").as_posix().replace("/", "_")
+        suffix = raw_suffix(m["name"])
+        if suffix is None or len(m["name"]) == len(suffix):
+            refused = PurePosixPath(m["name"].lower()).suffix
+            raise InvalidRawKey(_REFUSED_SUFFIXES.get(refused, "only .csv and .csv.gz files are accepted"))
+        part = m["rest"][: -len(suffix)].replace("/", "_")
         return cls(bucket=bucket, key=key, data_type=data_type, part=part)
 
     @classmethod

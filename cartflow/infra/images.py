@@ -23,6 +23,7 @@ import base64
 import re
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -165,6 +166,8 @@ def build_images(
     built = []
     for name in select(only):
         repository = REPOSITORY_PREFIX + name
+        started = time.monotonic()
+        _log(f"building {repository}:{tags[0]} from {IMAGES[name]} ...\n")  # one line per image, log or not
         stream = client.api.build(
             path=str(root),
             dockerfile=IMAGES[name],
@@ -185,6 +188,7 @@ def build_images(
         for tag in tags[1:]:
             image.tag(repository, tag)
         built.append(BuiltImage(name=name, repository=repository, image_id=image.id, tags=tags))
+        _log(f"built {repository}:{tags[0]} in {time.monotonic() - started:.0f} s\n")
     return built
 
 

@@ -19,6 +19,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console
@@ -221,21 +222,61 @@ def discard(cfn: Any, cs: ChangeSet) -> None:
         cfn.delete_stack(StackName=cs.stack)
 
 
-def execute(cfn: Any, cs: ChangeSet, timeout: float) -> dict[str, str]:
-    """Run the change set, wait for the stack; returns its outputs (failure reasons on error)."""
+class StackEvents:
+    """The stack's events not printed yet (``describe_stack_events`` pages newest first)."""
+
+    def __init__(self, cfn: Any, stack: str) -> None:
+        self.cfn, self.stack = cfn, stack
+        self.seen: set[str] = set()
+        # What happened before this deploy is history: only events after it are new.
+        self.seen.update(str(e.get("EventId")) for e in self._newest_first(max_pages=1))
+
+    def _newest_first(self, max_pages: int = 5) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"StackName": self.stack}
+        for _ in range(max_pages):
+            page = self.cfn.describe_stack_events(**kwargs)
+            events = page.get("StackEvents", [])
+            out += events
+            if not page.get("NextToken") or any(str(e.get("EventId")) in self.seen for e in events):
+                break
+            kwargs["NextToken"] = page["NextToken"]
+        return out
+
+    def new(self) -> list[dict[str, Any]]:
+        fresh = [e for e in self._newest_first() if str(e.get("EventId")) not in self.seen]
+        self.seen.update(str(e.get("EventId")) for e in fresh)
+        return list(reversed(fresh))  # oldest first, as they happened
+
+
+def event_line(event: Mapping[str, Any]) -> str:
+    """'12:00:01 CREATE_COMPLETE AWS::S3::Bucket DataBucket: reason' (time as CloudFormation gave it)."""
+    stamp = event.get("Timestamp")
+    when = stamp.strftime("%H:%M:%S") if isinstance(stamp, datetime) else str(stamp or "")
+    reason = event.get("ResourceStatusReason")
+    line = f"{when} {event.get('ResourceStatus', '')} {event.get('ResourceType', '')} {event.get('LogicalResourceId', '')}"
+    return f"{line}: {reason}" if reason else line
+
+
+def execute(cfn: Any, cs: ChangeSet, timeout: float, poll_seconds: float = 5.0) -> dict[str, str]:
+    """Run the change set, wait for the stack while printing its events; returns its outputs
+    (failure reasons on error)."""
+    events = StackEvents(cfn, cs.stack)
     cfn.execute_change_set(StackName=cs.stack, ChangeSetName=cs.name)
     done = {"CREATE_COMPLETE", "UPDATE_COMPLETE"}
     deadline = time.monotonic() + timeout
     while True:
         stack = cfn.describe_stacks(StackName=cs.stack)["Stacks"][0]
         status = stack["StackStatus"]
+        for event in events.new():  # after the status: a stack that just ended shows its last events too
+            console.print(event_line(event), highlight=False, markup=False, soft_wrap=True)
         if status in done:
             return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
         if status.endswith(("_COMPLETE", "_FAILED")):
             raise DeployError(f"stack {cs.stack} ended {status}: {'; '.join(failure_reasons(cfn, cs.stack))}")
         if time.monotonic() > deadline:
             raise DeployError(f"stack {cs.stack} still {status} after {timeout:.0f}s")
-        time.sleep(5)
+        time.sleep(poll_seconds)
 
 
 def failure_reasons(cfn: Any, stack: str, limit: int = 10) -> list[str]:

@@ -43,6 +43,18 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+def nothing_listens(port: int) -> bool:
+    """No socket listens on 127.0.0.1:``port`` (connections of a stopped server lingering in
+    TIME_WAIT do not count: a server binding with SO_REUSEADDR, as the emulator does, can start)."""
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def ensure_ministack(settings: Settings) -> Path:
     """The ministack executable, installing the pinned version into its venv if needed."""
     venv = settings.emulator_venv

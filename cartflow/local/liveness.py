@@ -45,6 +45,60 @@ def is_alive(path: str | os.PathLike[str], max_age_s: float) -> bool:
     return time.time() - mtime <= max_age_s
 
 
+def pid_alive(pid: int) -> bool:
+    """True when process ``pid`` exists and is not a zombie (exited, not yet reaped)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return _proc_state(pid) != "Z"
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live (non-zombie) members of process group ``pgid``: a component and its children (a JVM)."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # no procfs (macOS): probe the group as a whole
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [pgid]
+    members = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _proc_stat(int(entry.name))
+        if fields and fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return sorted(members)
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, ... (None without it)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw.rpartition(")")[2].split()  # the name may contain spaces and parentheses
+
+
+def process_token(pid: int) -> str | None:
+    """What tells this process from a later one that reuses its pid: its start time (None without procfs)."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
+def _proc_state(pid: int) -> str | None:
+    fields = _proc_stat(pid)
+    return fields[0] if fields else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Healthcheck entry point: exit 0 when alive, 1 otherwise."""
     args = sys.argv[1:] if argv is None else argv

@@ -1,8 +1,11 @@
 """File-level checks of one raw CSV, in one streaming pass and without Spark.
 
-A file that is not a CSV of its dataset (empty, compressed, not UTF-8, binary, wrong
-delimiter, header not the contract's, no data, truncated) is rejected as a whole with ONE
-specific reason; row-level problems are left to the row rules. The same pass yields what
+A file that is not a CSV of its dataset (empty, compressed other than as ``.csv.gz``, UTF-16,
+not UTF-8, binary, wrong delimiter, header not the contract's, no data, truncated) is
+rejected as a whole with ONE specific reason that says how to fix it; row-level problems are
+left to the row rules. What people really export is read: a leading UTF-8 byte-order mark
+(Excel's "CSV UTF-8") is skipped, and a ``.csv.gz`` file is checked on its decompressed
+content, as Spark reads it through its gzip codec (chosen by the extension). The same pass yields what
 the Spark read needs: the header, the content hash (duplicate files), whether a quoted
 field spans lines (multiLine read), and where physical lines stop matching record numbers
 (blank lines, multi-line records) so quarantined rows can cite their line.
@@ -15,12 +18,15 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
 import hashlib
 import io
 import re
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from spark.jobs.contracts import Contract
 
@@ -41,6 +47,22 @@ _MAGIC = (
 )
 _BINARY = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f]")
 _OTHER_DELIMITERS = ((";", ";"), ("\t", "\\t"), ("|", "|"))
+_GZIP_MAGIC = b"\x1f\x8b"
+_HEAD_BYTES = 8  # what the magic-number and byte-order-mark checks look at
+
+
+def is_gzip_name(name: str) -> bool:
+    """A raw file named ``*.gz`` (the key rules allow ``.csv.gz`` only) is read as gzip, like Spark does.
+
+    Case-sensitive like Hadoop's codec lookup: Spark reads ``x.CSV.GZ`` as plain text, so the
+    checks do too (and its gzip bytes are rejected with "rename it to .csv.gz").
+    """
+    return name.endswith(".gz")
+
+
+def read_text(data: bytes, *, gzipped: bool) -> str:
+    """A whole (small) file's text as the job reads it: gunzipped if named .gz, without a UTF-8 BOM."""
+    return (gzip.decompress(data) if gzipped else data).decode("utf-8-sig")
 
 
 @dataclass(frozen=True)
@@ -66,44 +88,50 @@ class FileInspection:
 class _Scan:
     """Mutable state of the pass; turned into a FileInspection at the end."""
 
-    size: int = 0
-    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+    size: int = 0  # bytes of content (after decompression)
     head: bytes = b""
+    bom: bool = False  # the content starts with a UTF-8 byte-order mark (skipped)
     binary_at: int | None = None
     binary_byte: int = 0
     utf8_error: str | None = None
     ends_with_newline: bool = False
 
 
-def inspect_file(open_chunks: Callable[[], Iterable[bytes]], contract: Contract) -> FileInspection:
+def inspect_file(open_chunks: Callable[[], Iterable[bytes]], contract: Contract, *, name: str = "") -> FileInspection:
     """The file's inspection (never raises on bad content); ``open_chunks()`` streams its bytes.
 
-    Most files have no quote, CR or blank line: for them every structural fact follows from
-    byte counts at C speed (_plain_inspection), without the CSV reader. Anything else, or any
-    problem, takes the full pass over a re-opened stream, so reasons never depend on the path.
+    ``name`` (the key, URI or path) decides whether the bytes are gzip (``*.gz``), as it does
+    for Spark. Most files have no quote, CR or blank line: for them every structural fact
+    follows from byte counts at C speed (_plain_inspection), without the CSV reader. Anything
+    else, or any problem, takes the full pass over a re-opened stream, so reasons never depend
+    on the path.
     """
-    return _plain_inspection(open_chunks(), contract) or inspect_stream(open_chunks(), contract)
+    gzipped = is_gzip_name(name)
+    return _plain_inspection(open_chunks(), contract, gzipped=gzipped) or inspect_stream(open_chunks(), contract, gzipped=gzipped)
 
 
-def inspect_stream(chunks: Iterable[bytes], contract: Contract) -> FileInspection:
+def inspect_stream(chunks: Iterable[bytes], contract: Contract, *, gzipped: bool = False) -> FileInspection:
     """The full pass: stream a file's bytes once through the decoder and the CSV reader."""
+    stored = _Stored(gzipped=gzipped)
     scan = _Scan()
-    text = _decoded_lines(chunks, scan)
+    text = _decoded_lines(_with_head(stored.content(chunks), _HEAD_BYTES), scan)
     structure = _CsvStructure(text, contract)
     # Drain whatever the CSV pass did not consume, so size, hash and byte checks cover the file.
     for _ in text:
         pass
     reason = (
-        _empty(scan)
-        or _compressed(scan)
-        or _bom(scan)
-        or _binary(scan)
+        _empty(stored.size)
+        or stored.problem()
+        or _empty_content(scan, gzipped)
+        or _compressed(scan, gzipped)
+        or _utf16(scan)
+        or _binary(scan, gzipped)
         or scan.utf8_error
         or structure.reason(scan.ends_with_newline)
     )
     return FileInspection(
-        size=scan.size,
-        sha256=scan.digest.hexdigest(),
+        size=stored.size,
+        sha256=stored.digest.hexdigest(),
         reason=reason,
         header=structure.header,
         records=structure.records,
@@ -118,19 +146,19 @@ def inspect_stream(chunks: Iterable[bytes], contract: Contract) -> FileInspectio
 _PLAIN_BYTES = bytes(b for b in range(256) if not (b <= 0x08 or b == 0x0B or 0x0E <= b <= 0x1F))
 
 
-def _plain_inspection(chunks: Iterable[bytes], contract: Contract) -> FileInspection | None:
+def _plain_inspection(chunks: Iterable[bytes], contract: Contract, *, gzipped: bool = False) -> FileInspection | None:
     """The inspection of a clean file without quotes, CRs or blank lines; None for any other file.
 
     For such a file records = newlines - 1 (+1 for a last line without newline), nothing spans
     lines and line numbers are record index + 2, so only the header and the last line need
     the CSV reader. Everything unusual (and every reason to reject) is left to the full pass.
     """
-    digest = hashlib.sha256()
+    stored = _Stored(gzipped=gzipped)
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    size = newlines = 0
+    newlines = 0
     head = first_line = tail = b""  # tail: the bytes after the last newline so far
     previous_last = b"\n"
-    for chunk in chunks:
+    for chunk in stored.content(chunks):
         if not chunk:
             continue
         if (
@@ -145,10 +173,8 @@ def _plain_inspection(chunks: Iterable[bytes], contract: Contract) -> FileInspec
             decoder.decode(chunk)
         except UnicodeDecodeError:
             return None
-        digest.update(chunk)
-        size += len(chunk)
-        if len(head) < 8:
-            head += chunk[: 8 - len(head)]
+        if len(head) < _HEAD_BYTES:
+            head += chunk[: _HEAD_BYTES - len(head)]
         if newlines == 0:
             first_line += chunk.split(b"\n", 1)[0]
         count = chunk.count(b"\n")
@@ -159,6 +185,8 @@ def _plain_inspection(chunks: Iterable[bytes], contract: Contract) -> FileInspec
         decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         return None
+    if stored.problem() is not None:
+        return None
     if newlines == 0 or head.startswith(codecs.BOM_UTF8) or any(head.startswith(m) for m, _ in _MAGIC):
         return None
     header = tuple(name.strip() for name in next(csv.reader([first_line.decode()])))
@@ -167,16 +195,91 @@ def _plain_inspection(chunks: Iterable[bytes], contract: Contract) -> FileInspec
         return None
     if tail and len(next(csv.reader([tail.decode()]))) < len(header):
         return None  # maybe truncated: the full pass words it
-    return FileInspection(size=size, sha256=digest.hexdigest(), reason=None, header=header, records=records)
+    return FileInspection(size=stored.size, sha256=stored.digest.hexdigest(), reason=None, header=header, records=records)
 
 
 # ----------------------------------------------------------------------------- byte level
 
 
+@dataclass
+class _Stored:
+    """The object's own bytes as they stream by (size and hash of what is stored, compressed
+    or not) and, for a ``.gz`` file, the gunzipped content with the problems of the gzip data."""
+
+    gzipped: bool = False
+    size: int = 0
+    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+    head: bytes = b""
+    gzip_error: str | None = None
+    truncated: bool = False
+
+    def content(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """The content chunks: the bytes themselves, or their decompression (concatenated members too)."""
+        inflater: Any = zlib.decompressobj(wbits=31) if self.gzipped else None  # gzip header + trailer
+        fed = False  # the current gzip member got input and has not ended yet
+        for chunk in chunks:
+            if not chunk:
+                continue
+            self.size += len(chunk)
+            self.digest.update(chunk)
+            if len(self.head) < 2:
+                self.head += chunk[: 2 - len(self.head)]
+            if inflater is None:
+                if not self.gzipped:
+                    yield chunk
+                continue  # a gzip error: keep hashing the rest, decode nothing more
+            data = chunk
+            while True:
+                try:
+                    out = inflater.decompress(data, CHUNK_BYTES)  # bounded: no decompression bomb in memory
+                except zlib.error as exc:
+                    self.gzip_error = str(exc)
+                    inflater = None
+                    break
+                fed = fed or bool(data)
+                if out:
+                    yield out
+                if inflater.eof:  # a member ended; another may follow (cat a.gz b.gz)
+                    data, inflater, fed = inflater.unused_data, zlib.decompressobj(wbits=31), False
+                    if not data:
+                        break
+                    continue
+                data = inflater.unconsumed_tail
+                if not data and len(out) < CHUNK_BYTES:
+                    break
+        self.truncated = inflater is not None and fed
+
+    def problem(self) -> str | None:
+        """Why the stored bytes cannot be decompressed, with the fix; None for a plain file."""
+        if not self.gzipped or self.size == 0:
+            return None
+        if self.head != _GZIP_MAGIC:
+            return "file is named .gz but is not gzip-compressed: rename it to .csv (or compress it with gzip)"
+        if self.gzip_error is not None:
+            return f"gzip data is corrupt ({self.gzip_error}): compress the .csv again (gzip file.csv) and upload the .csv.gz"
+        if self.truncated:
+            return "gzip data is truncated (incomplete upload?): upload the whole .csv.gz again"
+        return None
+
+
+def _with_head(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """The same bytes, the first chunk holding at least ``size`` of them (magic and BOM checks)."""
+    head = b""
+    iterator = iter(chunks)
+    for chunk in iterator:
+        head += chunk
+        if len(head) >= size:
+            break
+    if head:
+        yield head
+    yield from iterator
+
+
 def _decoded_lines(chunks: Iterable[bytes], scan: _Scan) -> Iterator[str]:
     """Lines split on '\\n' only (a quoted '\\r' must not end a line), with their ending.
 
-    Stops yielding text at the first invalid UTF-8 byte but keeps hashing the rest.
+    A leading UTF-8 byte-order mark is skipped (offsets still count it). Stops yielding text
+    at the first invalid UTF-8 byte but keeps reading the rest.
     """
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     offset = 0  # bytes fed to the decoder so far
@@ -184,17 +287,19 @@ def _decoded_lines(chunks: Iterable[bytes], scan: _Scan) -> Iterator[str]:
     pending = ""
     decoding = True
     last = b""
-    for chunk in chunks:
-        if not chunk:
+    for raw in chunks:  # the first chunk holds at least _HEAD_BYTES (_with_head)
+        if not raw:
             continue
-        scan.digest.update(chunk)
-        if len(scan.head) < 8:
-            scan.head += chunk[: 8 - len(scan.head)]
+        if len(scan.head) < _HEAD_BYTES:
+            scan.head += raw[: _HEAD_BYTES - len(scan.head)]
         if scan.binary_at is None:
-            hit = _BINARY.search(chunk)
+            hit = _BINARY.search(raw)
             if hit:
-                scan.binary_at, scan.binary_byte = offset + hit.start(), chunk[hit.start()]
-        last = chunk
+                scan.binary_at, scan.binary_byte = offset + hit.start(), raw[hit.start()]
+        last = chunk = raw
+        if offset == 0 and raw.startswith(codecs.BOM_UTF8):
+            scan.bom = True
+            offset, chunk = len(codecs.BOM_UTF8), raw[len(codecs.BOM_UTF8) :]
         if decoding:
             try:
                 text = decoder.decode(chunk)
@@ -226,29 +331,45 @@ def _decoded_lines(chunks: Iterable[bytes], scan: _Scan) -> Iterator[str]:
             yield pending
 
 
-def _empty(scan: _Scan) -> str | None:
-    return "file is empty (0 bytes)" if scan.size == 0 else None
+def _empty(size: int) -> str | None:
+    return "file is empty (0 bytes)" if size == 0 else None
 
 
-def _compressed(scan: _Scan) -> str | None:
+def _empty_content(scan: _Scan, gzipped: bool) -> str | None:
+    if scan.size == 0 and gzipped:
+        return "gzip data decompresses to nothing (0 bytes): compress the .csv itself"
+    if scan.bom and scan.size == len(codecs.BOM_UTF8):
+        return "file holds only a UTF-8 byte-order mark: no header row"
+    return None
+
+
+def _compressed(scan: _Scan, gzipped: bool) -> str | None:
     for magic, kind in _MAGIC:
-        if scan.head.startswith(magic):
-            return f"file is {kind}-compressed, not CSV text"
+        if not scan.head.startswith(magic):
+            continue
+        if gzipped:
+            if kind == "gzip":
+                return "file is gzip-compressed twice: decompress it once (gunzip) and upload the .csv.gz"
+            return f"file is gzip-compressed {kind} data, not CSV text: gzip the .csv itself (gzip file.csv)"
+        if kind == "gzip":
+            return "file is gzip-compressed but named .csv: rename it to .csv.gz"
+        if kind == "zip":
+            return "file is zip-compressed, not CSV text: unzip it and upload the .csv (or gzip the .csv as .csv.gz)"
+        return f"file is {kind}-compressed, not CSV text: decompress it and upload the .csv (or gzip it as .csv.gz)"
     return None
 
 
-def _bom(scan: _Scan) -> str | None:
-    if scan.head.startswith(codecs.BOM_UTF8):
-        return "file starts with a UTF-8 byte-order mark (BOM)"
+def _utf16(scan: _Scan) -> str | None:
     if scan.head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "file is UTF-16 encoded, not UTF-8"
+        return 'file is UTF-16 encoded, not UTF-8: save it as UTF-8 (in Excel: "CSV UTF-8 (Comma delimited)")'
     return None
 
 
-def _binary(scan: _Scan) -> str | None:
+def _binary(scan: _Scan, gzipped: bool) -> str | None:
     if scan.binary_at is None:
         return None
-    return f"binary content: byte 0x{scan.binary_byte:02x} at offset {scan.binary_at}"
+    where = " after decompression: the .gz does not hold CSV text (gzip the .csv itself)" if gzipped else ""
+    return f"binary content: byte 0x{scan.binary_byte:02x} at offset {scan.binary_at}{where}"
 
 
 # ----------------------------------------------------------------------------- CSV level

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from spark.jobs import rules
 from spark.jobs.contracts import Contract, dependency_order
-from spark.jobs.filecheck import CHUNK_BYTES, FileInspection, inspect_file
+from spark.jobs.filecheck import CHUNK_BYTES, FileInspection, inspect_file, is_gzip_name, read_text
 from spark.jobs.rules import Violation
 
 
@@ -70,7 +70,8 @@ def check_files(
 ) -> list[FileReport]:
     """``files``: (dataset, path) pairs checked as one batch; reports in the given order."""
     reports = [
-        FileReport(str(path), dataset, inspect_file(partial(read_chunks, path), contracts[dataset])) for dataset, path in files
+        FileReport(str(path), dataset, inspect_file(partial(read_chunks, path), contracts[dataset], name=path.name))
+        for dataset, path in files
     ]
     for report in reports:
         report.reason = report.inspection.reason
@@ -119,7 +120,7 @@ def duplicate_file_reason(original: str, batch_id: str | None = None) -> str:
 
 
 def _check_rows(path: Path, contract: Contract) -> list[RowReport]:
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path.read_bytes(), gzipped=is_gzip_name(path.name))
     reader = csv.reader(io.StringIO(text, newline=""))
     header = [name.strip() for name in next(reader)]
     position = {name: i for i, name in enumerate(header)}

@@ -38,17 +38,28 @@ MALFORMED = "malformed"
 # Text a value of each type must match before it is parsed. Anchored; Java and Python agree
 # on these constructs. Integers: sign + digits (no "1,234", "1.0", "1e3"). Doubles: plain or
 # exponent notation (no thousands separators, no NaN/Infinity, no Java "1d"). Dates: ISO only.
-# Timestamps: ISO date + HH:MM[:SS[.ffffff]][Z|offset] (the job adds ":00" before an offset
-# that follows minutes, which Spark's parser otherwise refuses: SECONDLESS_OFFSET).
+# Timestamps: ISO date + HH:MM[:SS[.ffffff]] and an optional zone that names UTC or an offset:
+# "Z", " UTC" (BigQuery's CSV export: "2025-08-01 10:00:00 UTC"), "+HH", "+HHMM" or "+HH:MM";
+# no zone = UTC. Before parsing, both sides rewrite the zone to "Z" / "+HH:MM" and add ":00"
+# before a zone that follows minutes, which Spark's parser otherwise refuses (TIMESTAMP_REWRITES).
 TYPE_PATTERNS: dict[str, str] = {
     "int": r"^[+-]?[0-9]+$",
     "long": r"^[+-]?[0-9]+$",
     "double": r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$",
     "date": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
-    "timestamp": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:?[0-9]{2})?$",
+    "timestamp": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z| UTC|[+-][0-9]{2}(:?[0-9]{2})?)?$",
     "boolean": r"(?i)^(true|false)$",
 }
-SECONDLESS_OFFSET = (r"^([0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2})(Z|[+-][0-9]{2}:?[0-9]{2})$", "$1:00$2")
+# (pattern, replacement) pairs applied in order, in Java (regexp_replace) and Python (re.sub) syntax alike.
+TIMESTAMP_REWRITES: tuple[tuple[str, str], ...] = (
+    (r" UTC$", "Z"),
+    (r"([+-][0-9]{2})$", "$1:00"),  # +HH
+    (r"([+-][0-9]{2})([0-9]{2})$", "$1:$2"),  # +HHMM
+    (r"^([0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2})(Z|[+-][0-9]{2}:[0-9]{2})$", "$1:00$2"),  # no seconds
+)
+# A time followed by a zone *name* ("CET", "Europe/Paris", "utc"): refused, with how to fix it.
+ZONE_NAME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)? ?[A-Za-z][A-Za-z0-9_/+-]*$"
+ZONE_NAME_SUFFIX = " (the only time zone name read is ' UTC': convert the time to UTC, or write its offset such as +02:00)"
 INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 _COMPILED = {t: re.compile(p) for t, p in TYPE_PATTERNS.items()}
 
@@ -92,8 +103,10 @@ def type_label(column: Column) -> str:
     return f"{column.name}: not a valid {column.type}"
 
 
-def type_suffix(column: Column) -> str:
-    """A hint after the value for the formats people most often get wrong."""
+def type_suffix(column: Column, value: str | None = None) -> str:
+    """A hint after the value for the formats people most often get wrong (a zone name: how to fix it)."""
+    if column.type == "timestamp" and value is not None and re.match(ZONE_NAME_PATTERN, value):
+        return ZONE_NAME_SUFFIX
     return {"date": " (expected YYYY-MM-DD)", "timestamp": " (expected YYYY-MM-DD HH:MM[:SS])"}.get(column.type, "")
 
 
@@ -176,8 +189,10 @@ def parse(column: Column, value: str) -> object | None:
         except ValueError:
             return None
     if column.type == "timestamp":
+        for pattern, replacement in TIMESTAMP_REWRITES:
+            value = re.sub(pattern, replacement.replace("$", "\\"), value)
         try:
-            return datetime.fromisoformat(re.sub(SECONDLESS_OFFSET[0], SECONDLESS_OFFSET[1].replace("$", "\\"), value))
+            return datetime.fromisoformat(value)
         except ValueError:
             return None
     if column.type == "boolean":
@@ -199,7 +214,7 @@ def check_value(column: Column, raw: str | None) -> list[Violation]:
         return [Violation.of(REQUIRED, name, required_label(name), None)] if column.required else []
     typed = parse(column, value)
     if typed is None:
-        return [Violation.of(TYPE, name, type_label(column), value, type_suffix(column))]
+        return [Violation.of(TYPE, name, type_label(column), value, type_suffix(column, value))]
     out: list[Violation] = []
     if column.min is not None and typed < column.min:  # type: ignore[operator]
         out.append(Violation.of(MIN, name, min_label(column), value))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import boto3
 from pyspark.sql import DataFrame, SparkSession
@@ -183,14 +183,23 @@ def estimated_bytes(frame: DataFrame) -> int:
 
 
 def to_spark_uri(uri: str) -> str:
-    """``s3://bucket/key`` -> ``s3a://bucket/key``; s3a://, file:// and local paths pass through."""
+    """``s3://bucket/key`` -> ``s3a://bucket/key``; file:// URIs decoded; local paths pass through.
+
+    Hadoop paths are raw strings: ``new Path("s3a://b/raw/orders/a b.csv")`` reads the key
+    ``raw/orders/a b.csv`` (spaces and non-ASCII letters as they are), while ``%20`` would be
+    read as the three characters ``%20``. S3 URIs here carry raw keys (the raw-key rules refuse
+    ``%``), so they pass unchanged; a ``file://`` URI is percent-encoded (``Path.as_uri()``,
+    and Storage decodes it too), so it is decoded.
+    """
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if scheme in ("s3", "s3a"):
         if not parts.netloc:
             raise ValueError(f"S3 URI without a bucket: {uri!r}")
         return "s3a" + uri[len(parts.scheme) :]
-    if scheme == "file" or (scheme == "" and uri):
+    if scheme == "file":
+        return f"{uri[: len(parts.scheme)]}://{parts.netloc}{unquote(parts.path)}" if "%" in uri else uri
+    if scheme == "" and uri:
         return uri
     raise ValueError(f"unsupported URI scheme for Spark: {uri!r} (use s3://, s3a://, file:// or a local path)")
 

@@ -451,9 +451,62 @@ def orders() -> dict[str, bytes]:
         order(1342, 842),                                                     # line 4 ok
     ])
 
+    # accepted: a UTF-8 byte-order mark is skipped (the first column is order_id, not BOM+order_id)
+    f["utf8_bom.csv"] = b"\xef\xbb\xbf" + text([O, order(1400, 900), order(1401, 901)])
+
+    # ---- what people really export (keys 1500+) ----
+    # quarantined: Excel "CSV UTF-8": BOM + CRLF; a quoted line break and a bad row keep their lines
+    f["excel_csv_utf8_bom_crlf.csv"] = b"\xef\xbb\xbf" + text([
+        O,                                                          # line 1
+        order(1500, 1000),                                          # line 2
+        order(1501, 1001, status='"Shipped"', delivered=""),        # line 3
+        order(1502, 1002, status='"Comp\nlete"'),                  # lines 4-5: bad status
+        order(1503, 1003, n=0),                                     # line 6: bad
+        order(1504, 1004),                                          # line 7
+    ], nl="\r\n")
+
+    # quarantined: BigQuery CSV export writes " UTC"; Z / +HH / +HHMM / +HH:MM offsets too;
+    # zone names (CET, Europe/Paris), lower-case "utc" and "UTC" without its space are not read
+    f["bigquery_export_utc_timestamps.csv"] = text([
+        O,
+        order(1510, 1010, created="2025-08-01 10:00:00 UTC", shipped="2025-08-01 18:00:00 UTC",
+              delivered="2025-08-03 09:30:00.123456 UTC"),                   # line 2
+        order(1511, 1011, created="2025-08-01 23:30 UTC"),                   # line 3
+        order(1512, 1012, created="2025-08-01 22:00:00-05"),                 # line 4: 08-02 03:00 UTC
+        order(1513, 1013, created="2025-08-01T10:00:00+0000"),               # line 5
+        order(1514, 1014, created="2025-08-01 10:00:00+00"),                 # line 6
+        order(1515, 1015, created="2025-08-01 01:00:00+02:00"),              # line 7: 07-31 23:00 UTC
+        order(1516, 1016, created="2025-08-01 10:00:00 CET"),                # line 8: bad
+        order(1517, 1017, created="2025-08-01 10:00:00 Europe/Paris"),       # line 9: bad
+        order(1518, 1018, created="2025-08-01 10:00:00 utc"),                # line 10: bad
+        order(1519, 1019, created="2025-08-01 10:00:00UTC"),                 # line 11: bad
+    ])
+
+    # accepted: file names as people save them (spaces, parentheses, non-ASCII letters)
+    f["2025 08 01 export (1).csv"] = text([O, order(1520, 1020), order(1521, 1021)])
+    f["ünïcode.csv"] = text([O, order(1530, 1030, created="2025-08-01 10:00:00 UTC"),
+                             order(1531, 1031)])
+
+    # quarantined: gzip-compressed Excel export (BOM + CRLF inside); line numbers as in the text
+    f["orders.csv.gz"] = gzip_stored(b"\xef\xbb\xbf" + text([
+        O,                                                          # line 1
+        order(1540, 1040, created="2025-08-01 10:00:00 UTC"),       # line 2
+        "",                                                         # line 3: blank
+        order(1541, 1041, gender="X"),                              # line 4: bad
+        order(1542, 1042),                                          # line 5
+    ], nl="\r\n"))
+
+    # accepted: two gzip members one after the other (cat a.gz b.gz), read as one file
+    f["concatenated_members.csv.gz"] = (gzip_stored(text([O, order(1550, 1050)]))
+                                        + gzip_stored(text([order(1551, 1051)])))
+
+    # rejected: .gz files that are not gzip-compressed CSV (keys 1560+)
+    f["plain_text_named_gz.csv.gz"] = text([O, order(1560, 1060)])
+    f["truncated_gzip.csv.gz"] = gzip_stored(text([O, order(1561, 1061), order(1562, 1062)]))[:-20]
+    f["zip_inside_gzip.csv.gz"] = gzip_stored(zip_stored("orders.csv", text([O, order(1563, 1063)])))
+
     # rejected files (keys 1400+)
     f["empty.csv"] = b""
-    f["utf8_bom.csv"] = b"\xef\xbb\xbf" + text([O, order(1400, 900), order(1401, 901)])
     f["nul_byte.csv"] = text([O, order(1410, 910)]) + text([order(1411, 911, "Comp\x00lete")])
     f["missing_columns_gender_delivered_at.csv"] = text([
         hdr([c for c in ORD_H if c not in ("gender", "delivered_at")]),
@@ -693,6 +746,14 @@ def order_lines() -> dict[str, bytes]:
     f["zstd_compressed.csv"] = zstd_raw(text([L, line("ORD-RJ5", "CUST-RJ")]))
     f["utf16_be_bom.csv"] = b"\xfe\xff" + (
         "\n".join([L, line("ORD-RJ6", "CUST-RJ")]) + "\n").encode("utf-16-be")
+
+    # accepted: gzip-compressed Excel "CSV UTF-8" export (BOM + CRLF); its rows reach the KPIs
+    f["excel_export.csv.gz"] = gzip_stored(b"\xef\xbb\xbf" + text([
+        L,
+        line("ORD-EX1", "CUST-EX1", "2025-07-06", "Electronics", "PROD-EX1", 2, "10.50"),
+        line("ORD-EX1", "CUST-EX1", "2025-07-06", "Books", "PROD-EX2", 1, "4.25", "true"),
+        line("ORD-EX2", "CUST-EX2", "2025-07-07", "Books", "PROD-EX2", 3, "4.25"),
+    ], nl="\r\n"))
     return f
 
 
@@ -720,7 +781,7 @@ def main(argv: list[str]) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     if check:
-        on_disk = {p.relative_to(HERE).as_posix() for p in HERE.glob("*/*.csv")}
+        on_disk = {p.relative_to(HERE).as_posix() for pattern in ("*/*.csv", "*/*.csv.gz") for p in HERE.glob(pattern)}
         for extra in sorted(on_disk - files.keys()):
             print(f"not generated by this script: {extra}")
             bad += 1

@@ -10,6 +10,7 @@ from the batch equal a plain-Python computation over the valid rows only.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from spark.jobs.contracts import load_contracts  # noqa: E402
 from spark.jobs.rowcheck import check_files  # noqa: E402
 from spark.jobs.transform import KpiRows, run_transform  # noqa: E402
 from spark.jobs.validation import run_validation  # noqa: E402
-from tests.corpus_expect import Outcome, corpus_files, mismatches, relative  # noqa: E402
+from tests import oracle  # noqa: E402
+from tests.corpus_expect import CORPUS, Outcome, corpus_files, mismatches, relative  # noqa: E402
 from tests.kpi_python import (  # noqa: E402
     category_kpis_by_key,
     order_kpis_by_date,
@@ -108,7 +110,7 @@ def test_quarantined_rows_carry_structured_errors_file_and_line(run: dict[str, A
     rows = quarantine_rows(run["warehouse"])
     assert rows
     for row in rows:
-        assert row["source_file"].endswith(".csv") and row["line_number"] >= 2 and row["record_number"] >= 1
+        assert row["source_file"].endswith((".csv", ".csv.gz")) and row["line_number"] >= 2 and row["record_number"] >= 1
         assert len(row["errors"]) == len(row["reasons"]) >= 1
         for error, message in zip(row["errors"], row["reasons"], strict=True):
             assert error["rule"] in message or error["rule"] in {
@@ -157,3 +159,57 @@ def test_valid_rows_of_partly_bad_files_reach_the_kpis(run: dict[str, Any]) -> N
     [kpis] = run["sink"].writes
     assert order_kpis_by_date(kpis) == python_order_kpis(lines)
     assert category_kpis_by_key(kpis) == python_category_kpis(lines)
+
+
+# Files as people export them: Excel's BOM, gzip (.csv.gz), BigQuery's " UTC", names with spaces
+# and non-ASCII letters. The independent DuckDB oracle reads them with DuckDB's own CSV reader
+# (BOM and gzip handled by DuckDB) and must find the same typed values and the same bad rows.
+EXPORT_CASES = {
+    "orders": [
+        "utf8_bom.csv",
+        "excel_csv_utf8_bom_crlf.csv",
+        "bigquery_export_utc_timestamps.csv",
+        "2025 08 01 export (1).csv",
+        "ünïcode.csv",
+        "orders.csv.gz",
+        "concatenated_members.csv.gz",
+    ],
+    "order_lines": ["excel_export.csv.gz"],
+}
+
+
+def _plain(value: Any) -> Any:
+    """delta-rs timestamps may carry tzinfo (UTC instants); the oracle's are naive UTC."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def test_exported_files_have_the_values_the_oracle_reads(run: dict[str, Any]) -> None:
+    expected = oracle.load_valid({ds: [CORPUS / ds / name for name in names] for ds, names in EXPORT_CASES.items()})
+    for dataset, names in EXPORT_CASES.items():
+        wanted_files = {f"{dataset}/{name}" for name in names}
+        columns = [c.name for c in expected.contracts[dataset].columns]
+        job_rows = [r for r in read_delta(run["warehouse"] / "validated" / dataset) if relative(r["source_file"]) in wanted_files]
+        got = sorted((tuple(_plain(r[c]) for c in columns) for r in job_rows), key=repr)
+        assert got == sorted(expected.valid(dataset).fetchall(), key=repr), dataset
+        assert {relative(r["source_file"]) for r in job_rows} == {f for f in wanted_files if expected_outcome(f) != "rejected"}, (
+            dataset
+        )
+        job_bad = {
+            (relative(r["source_file"]), tuple(r[k] for k in expected.contracts[dataset].key))
+            for r in quarantine_rows(run["warehouse"])
+            if relative(r["source_file"]) in wanted_files
+        }
+        oracle_bad = {(relative(r.file), r.key) for r in expected.rejected if r.dataset == dataset}
+        assert job_bad == oracle_bad, dataset
+    # The values the hand-written cases are about: UTC instants from " UTC", offsets and Z.
+    created = {r[0]: r[4] for r in expected.valid("orders").fetchall()}
+    assert created[1510] == datetime(2025, 8, 1, 10, 0) and created[1512] == datetime(2025, 8, 2, 3, 0)
+    assert created[1515] == datetime(2025, 7, 31, 23, 0) and created[1540] == datetime(2025, 8, 1, 10, 0)
+
+
+def expected_outcome(name: str) -> str:
+    from tests.corpus_expect import expected
+
+    return str(expected()[name]["outcome"])

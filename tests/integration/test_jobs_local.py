@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -567,6 +568,102 @@ def test_dynamodb_sink_puts_full_items_and_deletes_vanished_categories(lake: Lak
     # 07-07 is touched too (through a cancelled Tops item) and keeps only its Jeans row.
     assert [c for c, d in rows if d == "2025-07-07"] == ["Jeans"]
     assert rows[("Jeans", "2025-07-07")]["updated_by_batch"] == second.batch_id
+
+
+# ----------------------------------------------------------------------------- exported files on S3A (MiniStack)
+
+
+def _s3a_through(spark: SparkSession, endpoint: str, bucket: str) -> None:
+    """Point S3A at the emulator for ``bucket`` only (per-bucket keys on the live Hadoop conf)."""
+    conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
+    for key, value in {
+        "endpoint": endpoint,
+        "endpoint.region": "us-east-1",
+        "path.style.access": "true",
+        "connection.ssl.enabled": "false",
+        "access.key": "test",
+        "secret.key": "test",
+        "aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+    }.items():
+        conf.set(f"fs.s3a.bucket.{bucket}.{key}", value)
+
+
+def test_exported_files_with_spaces_unicode_bom_gzip_and_utc_are_read_from_s3a(
+    lake: Lake, emulator: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys as people save them, through the S3 notification (URL-encoded), ingest's key rules and S3A."""
+    import gzip
+    from urllib.parse import quote_plus
+
+    from cartflow.core.aws import AwsClients
+    from cartflow.core.models import RawFile
+    from services.ingest import parse_s3_notification
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    bucket = f"exports-{uuid.uuid4().hex[:8]}"
+    settings = Settings(aws_endpoint_url=emulator, region="us-east-1", bucket=bucket, max_quarantined_share=1.0)
+    s3 = AwsClients(settings).s3
+    s3.create_bucket(Bucket=bucket)
+    _s3a_through(lake.spark, emulator, bucket)
+    header = ",".join(ORDERS_H)
+    objects = {
+        # Excel "CSV UTF-8": BOM + CRLF; BigQuery timestamps with " UTC".
+        "raw/orders/2025 08 01 export (1).csv": b"\xef\xbb\xbf"
+        + "\r\n".join(
+            [
+                header,
+                "201,1,Complete,F,2025-08-01 10:00:00 UTC,,2025-08-01 18:30:00 UTC,,1",
+                "202,2,Shipped,M,2025-08-01 23:30:00-05,,,,2",
+                "",
+            ]
+        ).encode(),
+        "raw/orders/ünïcode.csv": "\n".join(
+            [header, "203,3,Complete,F,2025-08-02 08:00:00+0200,,,,1", "204,3,Complete,F,2025-08-02 08:00:00 CET,,,,1", ""]
+        ).encode(),
+        "raw/order_lines/export (2).csv.gz": gzip.compress(
+            b"\xef\xbb\xbf" + ("\n".join([",".join(LINES_H), *(",".join(map(str, r)) for r in LINES), ""])).encode(), mtime=0
+        ),
+    }
+    files = []
+    for key, body in objects.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+        record = {
+            "eventName": "ObjectCreated:Put",
+            "eventTime": "2025-08-02T10:00:00Z",
+            "s3": {"bucket": {"name": bucket}, "object": {"key": quote_plus(key, safe="/"), "size": len(body), "sequencer": "1"}},
+        }
+        [created] = parse_s3_notification(json.dumps({"Records": [record]}))
+        assert created.key == key  # S3 sends "2025+08+01+export+%281%29.csv"; ingest decodes it
+        files.append(RawFile.parse(bucket, created.key))
+    batch = BatchInput.from_files(
+        batch_id="20250802T100000Z-s3a", group_key="g", bucket=bucket, processing_date="2025-08-02", files=files
+    )
+    assert batch.orders_paths == [f"s3://{bucket}/raw/orders/2025 08 01 export (1).csv", f"s3://{bucket}/raw/orders/ünïcode.csv"]
+
+    result = run_validation(lake.spark, settings, batch, lake.warehouse)
+
+    assert result.status == "passed", result.errors
+    assert [(f.uri, f.status, f.reason) for f in result.files] == [
+        (uri, "accepted", None) for uri in [*batch.orders_paths, *batch.order_lines_paths]
+    ]
+    orders = {r["order_id"]: r for r in lake.table("validated", "orders")}
+    assert set(orders) == {201, 202, 203}
+
+    def utc(ts: datetime) -> str:  # delta-rs returns UTC instants, with or without tzinfo
+        return (ts if ts.tzinfo is None else ts.astimezone(UTC).replace(tzinfo=None)).isoformat()
+
+    assert [utc(orders[i]["created_at"]) for i in (201, 202, 203)] == [
+        "2025-08-01T10:00:00",
+        "2025-08-02T04:30:00",
+        "2025-08-02T06:00:00",
+    ]
+    assert utc(orders[201]["shipped_at"]) == "2025-08-01T18:30:00" and orders[201]["source_file"] == batch.orders_paths[0]
+    [bad] = lake.table("quarantine", "orders")
+    assert (bad["source_file"], bad["line_number"]) == (batch.orders_paths[1], 3)
+    assert bad["reasons"][0].startswith("created_at: not a valid timestamp: '2025-08-02 08:00:00 CET' (the only time zone")
+    lines = {(r["order_id"], r["product_id"]): r for r in lake.table("validated", "order_lines")}
+    assert len(lines) == len(LINES) and lines[("ORD123", "PROD001")]["quantity"] == 2
+    assert {r["source_file"] for r in lines.values()} == set(batch.order_lines_paths)
 
 
 # ----------------------------------------------------------------------------- CLI

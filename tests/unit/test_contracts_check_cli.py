@@ -21,10 +21,10 @@ def test_a_clean_file_exits_zero() -> None:
 
 
 def test_problems_exit_one_with_line_and_reason() -> None:
-    files = [CORPUS / "orders" / "several_faults_in_one_row.csv", CORPUS / "orders" / "utf8_bom.csv"]
+    files = [CORPUS / "orders" / "several_faults_in_one_row.csv", CORPUS / "order_lines" / "utf16_be_bom.csv"]
     res = CliRunner().invoke(app, ["contracts", "check", *map(str, files)])
     assert res.exit_code == 1
-    assert "file starts with a UTF-8 byte-order mark (BOM)" in res.output
+    assert "file is UTF-16 encoded, not UTF-8" in res.output
     assert "user_id: not a valid long: 'abc'" in res.output
     assert "quarantined" in res.output and "rejected" in res.output
 

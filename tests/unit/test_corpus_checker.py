@@ -43,9 +43,12 @@ def test_checker_matches_every_expected_outcome_reason_and_line() -> None:
 
 FILE_REASONS = [
     r"file is empty \(0 bytes\)",
-    r"file is (gzip|zip|bzip2|xz|zstd)-compressed, not CSV text",
-    r"file starts with a UTF-8 byte-order mark \(BOM\)",
-    r"file is UTF-16 encoded, not UTF-8",
+    r"file is gzip-compressed but named \.csv: rename it to \.csv\.gz",
+    r"file is (zip|bzip2|xz|zstd)-compressed, not CSV text: (unzip|decompress) it and upload the \.csv \(or gzip .+ as \.csv\.gz\)",
+    r"file is named \.gz but is not gzip-compressed: rename it to \.csv \(or compress it with gzip\)",
+    r"gzip data is truncated \(incomplete upload\?\): upload the whole \.csv\.gz again",
+    r"file is gzip-compressed (zip|bzip2|xz|zstd) data, not CSV text: gzip the \.csv itself \(gzip file\.csv\)",
+    r'file is UTF-16 encoded, not UTF-8: save it as UTF-8 \(in Excel: "CSV UTF-8 \(Comma delimited\)"\)',
     r"binary content: byte 0x[0-9a-f]{2} at offset \d+",
     r"not valid UTF-8: byte 0x[0-9a-f]{2} at offset \d+ \(line \d+\)",
     r"first line is blank: no header row",

@@ -24,14 +24,14 @@ def test_fast_path_and_full_pass_agree_on_every_corpus_file(chunk_size: int) -> 
     contracts = load_contracts()
     differ, fast = [], 0
     for dataset, path in corpus_files():
-        data = path.read_bytes()
-        full = filecheck.inspect_stream(_chunks(data, chunk_size), contracts[dataset])
-        quick = filecheck._plain_inspection(_chunks(data, chunk_size), contracts[dataset])
+        data, gzipped = path.read_bytes(), filecheck.is_gzip_name(path.name)
+        full = filecheck.inspect_stream(_chunks(data, chunk_size), contracts[dataset], gzipped=gzipped)
+        quick = filecheck._plain_inspection(_chunks(data, chunk_size), contracts[dataset], gzipped=gzipped)
         if quick is not None:
             fast += 1
             if quick != full:
                 differ.append((relative(str(path)), quick, full))
-        if filecheck.inspect_file(partial(_chunks, data, chunk_size), contracts[dataset]) != full:
+        if filecheck.inspect_file(partial(_chunks, data, chunk_size), contracts[dataset], name=path.name) != full:
             differ.append((relative(str(path)), "inspect_file", full))
     assert differ == []
     assert fast >= 10  # the corpus has plain files: the fast path is really exercised
@@ -46,9 +46,10 @@ def test_fast_path_takes_plain_files_and_leaves_every_rejection_to_the_full_pass
     assert quick is not None and quick.records == data.count(b"\n") - 1
 
     for dataset, path in corpus_files():
-        full = filecheck.inspect_stream(_chunks(path.read_bytes(), 1 << 20), contracts[dataset])
+        gzipped = filecheck.is_gzip_name(path.name)
+        full = filecheck.inspect_stream(_chunks(path.read_bytes(), 1 << 20), contracts[dataset], gzipped=gzipped)
         if full.rejected:
-            assert filecheck._plain_inspection(_chunks(path.read_bytes(), 1 << 20), contracts[dataset]) is None
+            assert filecheck._plain_inspection(_chunks(path.read_bytes(), 1 << 20), contracts[dataset], gzipped=gzipped) is None
 
 
 def test_a_quote_after_the_first_chunk_sends_the_file_to_the_full_pass(tmp_path: Path) -> None:

@@ -9,6 +9,9 @@ from cartflow.core.models import BatchInput, DataType, InvalidRawKey, RawFile
         ("raw/orders/orders_part1.csv", DataType.ORDERS, "orders_part1"),
         ("raw/order_items/2025-07-08/items.CSV", DataType.ORDER_ITEMS, "2025-07-08_items"),
         ("raw/order_lines/x.csv", DataType.ORDER_LINES, "x"),
+        ("raw/orders/orders.csv.gz", DataType.ORDERS, "orders"),
+        ("raw/orders/2025 08 01 export (1).csv", DataType.ORDERS, "2025 08 01 export (1)"),
+        ("raw/products/ünïcode.CSV.GZ", DataType.PRODUCTS, "ünïcode"),
     ],
 )
 def test_parse_accepts_known_types(key: str, data_type: DataType, part: str) -> None:
@@ -22,10 +25,14 @@ def test_parse_accepts_known_types(key: str, data_type: DataType, part: str) -> 
     ("key", "reason"),
     [
         ("raw/customers/c.csv", "unknown data type 'customers'"),
-        ("raw/orders/o.json", "only .csv files"),
+        ("raw/orders/o.json", "only .csv and .csv.gz files"),
+        ("raw/orders/o.zip", "unzip it and upload the .csv inside"),
+        ("raw/orders/o.gz", "name it <file>.csv.gz"),
+        ("raw/orders/o.xlsx", 'save the sheet as "CSV UTF-8 (Comma delimited)"'),
         ("raw/orders.csv", "raw/<data_type>/<file>.csv"),
         ("raw/orders/../x.csv", "raw/<data_type>/<file>.csv"),
-        ("raw/orders/a b.csv", "raw/<data_type>/<file>.csv"),
+        ("raw/orders/a\tb.csv", "0009 is not allowed in a key"),
+        ("raw/orders/a b /x.csv", "starts or ends with a space"),
         ("processed/orders/a.csv", "not under raw/"),
         ("raw/orders/" + "a" * 600 + ".csv", "longer than"),
     ],

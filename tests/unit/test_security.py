@@ -7,10 +7,12 @@ test_every_resource_is_a_spec_resource); the one test here adds the data-service
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 import subprocess
 from pathlib import Path
+from urllib.parse import quote_plus
 
 import pytest
 
@@ -65,7 +67,30 @@ TRAVERSAL_KEYS = [
     "raw/orders/%252e%252e/x.csv",
     "raw/orders/x.csv\x00.png",
     "raw/orders/ x.csv",
+    "raw/orders/x.csv ",
     "raw/orders/~/x.csv",
+    # The wider name charset (spaces, parentheses, non-ASCII letters) still refuses these:
+    "raw/orders/a\u202egpj.csv",  # right-to-left override: the name would display reversed
+    "raw/orders/a\u200bb.csv",  # zero-width space
+    "raw/orders/a\u00a0b.csv",  # no-break space
+    "raw/orders/a\nb.csv",
+    "raw/orders/a\rb.csv",
+    "raw/orders/a%20b.csv",  # Hadoop paths would not decode it, S3 keys never contain it decoded
+    "raw/orders/a+b.csv",
+    "raw/orders/a*.csv",
+    "raw/orders/a[1].csv",
+    "raw/orders/{a,b}.csv",
+    "raw/orders/a?.csv",
+    "raw/orders/a:b.csv",
+    "raw/orders/a#b.csv",
+    'raw/orders/a"b.csv',
+    "raw/orders/a'b.csv",
+    "raw/orders/a$b.csv",
+    "raw/orders/..\u0301/x.csv",
+    "raw/orders/x.csv\x00",
+    "raw/orders/x.zip",
+    "raw/orders/x.csv.zip",
+    "raw/orders/x.tar.gz",
 ]
 
 
@@ -103,8 +128,47 @@ def test_url_encoded_traversal_in_a_notification_is_recorded_rejected(encoded: s
     assert item["status"] == "rejected" and "unbatched" not in item
 
 
+@pytest.mark.parametrize(
+    ("key", "encoded"),
+    [
+        ("raw/orders/2025 08 01 export (1).csv", "raw/orders/2025+08+01+export+%281%29.csv"),
+        ("raw/orders/ünïcode.csv", "raw/orders/%C3%BCn%C3%AFcode.csv"),
+        ("raw/orders/orders.csv.gz", "raw/orders/orders.csv.gz"),
+    ],
+)
+def test_exported_names_arrive_url_encoded_and_are_accepted(key: str, encoded: str) -> None:
+    """S3 notifications URL-encode keys (space as '+'); ingest decodes, then the key rules accept the name."""
+    from types import SimpleNamespace
+
+    from cartflow.core.config import Settings
+    from cartflow.core.deps import Deps
+
+    assert quote_plus(key, safe="/") == encoded  # what S3 sends, as documented for event notifications
+    body = json.dumps(
+        {
+            "Records": [
+                {
+                    "eventName": "ObjectCreated:Put",
+                    "eventTime": "2025-07-08T10:00:00Z",
+                    "s3": {"bucket": {"name": BUCKET}, "object": {"key": encoded, "size": 1, "eTag": "e", "sequencer": "1"}},
+                }
+            ]
+        }
+    )
+    [obj] = parse_s3_notification(body)
+    assert obj.key == key
+    deps = Deps(settings=Settings(bucket=BUCKET), clients=SimpleNamespace(), clock=lambda: 0.0)  # type: ignore[arg-type]
+    item = event_item(obj, deps)
+    assert item["status"] == "received" and item["s3_path"] == f"s3://{BUCKET}/{key}"
+
+
 VALID_KEYS = [
     "raw/orders/orders.csv",
+    "raw/orders/orders.csv.gz",
+    "raw/orders/2025 08 01 export (1).csv",
+    "raw/orders/ünïcode.csv",
+    "raw/orders/u\u0308nicode.csv",  # decomposed ü (macOS file names)
+    "raw/products/東京/商品.csv",
     "raw/order_items/2025/07/08/items_part-1.csv",
     "raw/products/p=1/x.y.csv",
     "raw/order_lines/A-b_c=d.CSV",

@@ -42,7 +42,7 @@ def inspect_batch(storage: Storage, contracts: dict[str, Contract], batch: Batch
         contract = contracts[data_type.value]
         for uri in batch.paths(data_type):
             try:
-                inspection = inspect_file(partial(storage.iter_bytes, uri), contract)
+                inspection = inspect_file(partial(storage.iter_bytes, uri), contract, name=uri)
             except FileNotFoundError:
                 inspection = FileInspection(size=0, sha256="", reason=MISSING_FILE)
             sources.append(SourceFile(uri=uri, dataset=contract.dataset, inspection=inspection))

@@ -64,15 +64,16 @@ def typed_value(column: Column) -> SparkColumn:
         return F.when(matches, F.lower(value) == "true")
     text = value
     if column.type == "timestamp":
-        text = F.regexp_replace(value, *rules.SECONDLESS_OFFSET)
+        for pattern, replacement in rules.TIMESTAMP_REWRITES:
+            text = F.regexp_replace(text, pattern, replacement)
     parsed = text.try_cast(_SQL_TYPES[column.type])
     if column.type == "double":
         return F.when(matches & ~F.isnan(parsed) & (F.abs(parsed) != float("inf")), parsed)
     return F.when(matches, parsed)
 
 
-def _rule(failed: SparkColumn, rule: str, column: Column, label: str, value: SparkColumn, suffix: str = "") -> Rule:
-    message = F.concat(F.lit(f"{label}: "), _shown(value), F.lit(suffix))
+def _rule(failed: SparkColumn, rule: str, column: Column, label: str, value: SparkColumn, suffix: str | SparkColumn = "") -> Rule:
+    message = F.concat(F.lit(f"{label}: "), _shown(value), F.lit(suffix) if isinstance(suffix, str) else suffix)
     return Rule(failed, rule, column.name, label, F.substring(value, 1, rules.MAX_VALUE_IN_MESSAGE), message)
 
 
@@ -88,7 +89,10 @@ def column_rules(column: Column) -> list[Rule]:
         label = rules.required_label(name)
         out.append(Rule(~present, rules.REQUIRED, name, label, F.lit(None).cast("string"), F.lit(label)))
     if column.type != "string":
-        out.append(_rule(present & ~valid, rules.TYPE, column, rules.type_label(column), raw, rules.type_suffix(column)))
+        suffix: str | SparkColumn = rules.type_suffix(column)
+        if column.type == "timestamp":  # rules.type_suffix(column, value): a zone name gets its fix
+            suffix = F.when(raw.rlike(rules.ZONE_NAME_PATTERN), F.lit(rules.ZONE_NAME_SUFFIX)).otherwise(F.lit(suffix))
+        out.append(_rule(present & ~valid, rules.TYPE, column, rules.type_label(column), raw, suffix))
     if column.min is not None:
         out.append(_rule(valid & (typed < F.lit(column.min)), rules.MIN, column, rules.min_label(column), raw))
     if column.max is not None:
