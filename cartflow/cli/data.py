@@ -50,7 +50,7 @@ def seed(
     require_local(settings, yes, "seed")
     keys = upload_dir(deps(settings), folder)
     for key in keys:
-        console.print(f"uploaded {key}", highlight=False)
+        console.print(f"uploaded s3://{settings.bucket}/{key}", highlight=False)
     per_dataset = Counter(key.split("/")[1] for key in keys)
     counts = ", ".join(f"{name} {n}" for name, n in sorted(per_dataset.items()))
     console.print(

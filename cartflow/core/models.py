@@ -7,6 +7,7 @@ import unicodedata
 from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -165,7 +166,7 @@ class ArchiveItem(BaseModel):
     """One raw object to move once the batch succeeded: to processed/, or rejected/ if the file was."""
 
     source_key: str
-    copy_source: str  # "<bucket>/<key>" as CopyObject wants it
+    copy_source: str  # "<bucket>/<key>" URL-encoded, as CopyObject wants it (keys may hold spaces, unicode)
     archive_key: str
 
 
@@ -194,7 +195,7 @@ class BatchInput(BaseModel):
             archive.append(
                 ArchiveItem(
                     source_key=f.key,
-                    copy_source=f"{f.bucket}/{f.key}",
+                    copy_source=quote(f"{f.bucket}/{f.key}", safe="/"),
                     archive_key=f"{PROCESSED_PREFIX}{batch_id}/{f.key[len(RAW_PREFIX) :]}",
                 )
             )

@@ -143,11 +143,11 @@ def jobs(worker: tuple[StubJobs, CountingSfn]) -> Iterator[StubJobs]:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _new_batch(stack: Stack) -> BatchInput:
+def _new_batch(stack: Stack, stem: str = "") -> BatchInput:
     """Raw objects, a processing batch_chunks item and the lock held by this batch."""
     s, c = stack.settings, stack.clients
     batch_id = f"b-{uuid.uuid4().hex[:12]}"
-    keys = [f"raw/orders/{batch_id}.csv", f"raw/order_items/{batch_id}.csv"]
+    keys = [f"raw/orders/{stem}{batch_id}.csv", f"raw/order_items/{stem}{batch_id}.csv"]
     for key in keys:
         c.s3.put_object(Bucket=s.bucket, Key=key, Body=b"id\n1\n")
     batch = BatchInput.from_files(
@@ -262,6 +262,15 @@ def test_success_archives_marks_done_releases_lock_and_notifies(stack: Stack, jo
     assert notice["event"] == "batch_succeeded"
     assert (notice["category_kpi_rows"], notice["order_kpi_rows"]) == (4, 1)
     assert notice["validation"]["orders"]["valid_rows"] == 3
+
+
+def test_keys_as_people_name_exports_are_archived(stack: Stack, jobs: StubJobs) -> None:
+    """Spaces, parentheses and unicode in a key: CopyObject gets the URL-encoded source."""
+    batch = _new_batch(stack, stem="2025 08 01 export (1) ünïcode ")
+    desc = _run(stack, batch)
+    assert desc["status"] == "SUCCEEDED", desc
+    assert not {a.source_key for a in batch.archive} & _keys(stack, "raw/")
+    assert {a.archive_key for a in batch.archive} <= _keys(stack, f"processed/{batch.batch_id}/")
 
 
 def test_validation_failed_notifies_marks_failed_and_keeps_raw_files(stack: Stack, jobs: StubJobs) -> None:

@@ -12,7 +12,7 @@ import posixpath
 import re
 import subprocess
 from pathlib import Path
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, unquote
 
 import pytest
 
@@ -184,7 +184,9 @@ def test_archive_targets_stay_under_their_batch_prefix() -> None:
     assert len(batch.archive) == len(VALID_KEYS)
     for item in batch.archive:
         assert item.archive_key.startswith(prefix) and posixpath.normpath(item.archive_key) == item.archive_key
-        assert item.copy_source == f"{BUCKET}/{item.source_key}" and item.source_key.startswith("raw/")
+        # CopyObject's source is URL-encoded (S3 decodes it): a key with spaces or unicode survives.
+        assert unquote(item.copy_source) == f"{BUCKET}/{item.source_key}" and item.source_key.startswith("raw/")
+        assert item.copy_source.isascii() and " " not in item.copy_source
         assert item.archive_key[len(prefix) :] == item.source_key[len("raw/") :]
 
 

@@ -102,7 +102,7 @@ def archive_plan(batch: BatchInput, structure: Structure) -> list[ArchiveItem]:
     """Accepted files go to processed/<batch>/, rejected ones to rejected/<batch>/; vanished ones nowhere."""
     plan = []
     for item in batch.archive:
-        uri = f"s3://{item.copy_source}"
+        uri = f"s3://{batch.bucket}/{item.source_key}"
         if uri in structure.missing:
             continue
         outcome = structure.outcomes.get(uri)
