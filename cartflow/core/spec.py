@@ -102,6 +102,21 @@ class Table(Named):
     def index(self, name: str) -> Index | None:
         return next((i for i in self.indexes if i.name == name), None)
 
+    def definition(self) -> dict[str, Any]:
+        """CreateTable's (and AWS::DynamoDB::Table's) shared properties: name, billing, keys,
+        indexes. Streams and TTL are spelled differently by the API and by CloudFormation."""
+        props: dict[str, Any] = {
+            "TableName": self.name,
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [{"AttributeName": a, "AttributeType": ty} for a, ty in self.attributes.items()],
+            "KeySchema": self.key.schema(),
+        }
+        if self.indexes:
+            props["GlobalSecondaryIndexes"] = [
+                {"IndexName": i.name, "KeySchema": i.key.schema(), "Projection": {"ProjectionType": "ALL"}} for i in self.indexes
+            ]
+        return props
+
 
 @dataclass(frozen=True)
 class Topic(Named):

@@ -98,16 +98,7 @@ def _ensure_table(ddb: Any, t: Table) -> None:
     try:
         ddb.describe_table(TableName=name)
     except ddb.exceptions.ResourceNotFoundException:
-        kwargs: dict[str, Any] = {
-            "TableName": name,
-            "BillingMode": "PAY_PER_REQUEST",
-            "AttributeDefinitions": [{"AttributeName": a, "AttributeType": ty} for a, ty in t.attributes.items()],
-            "KeySchema": t.key.schema(),
-        }
-        if t.indexes:
-            kwargs["GlobalSecondaryIndexes"] = [
-                {"IndexName": i.name, "KeySchema": i.key.schema(), "Projection": {"ProjectionType": "ALL"}} for i in t.indexes
-            ]
+        kwargs = t.definition()
         if t.stream:
             kwargs["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": t.stream}
         ddb.create_table(**kwargs)

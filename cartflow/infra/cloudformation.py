@@ -349,16 +349,7 @@ def _storage(spec: Spec) -> dict[str, Any]:
 
 
 def _table(t: Table) -> dict[str, Any]:
-    props: dict[str, Any] = {
-        "TableName": t.name,
-        "BillingMode": "PAY_PER_REQUEST",
-        "AttributeDefinitions": [{"AttributeName": a, "AttributeType": ty} for a, ty in t.attributes.items()],
-        "KeySchema": t.key.schema(),
-    }
-    if t.indexes:
-        props["GlobalSecondaryIndexes"] = [
-            {"IndexName": i.name, "KeySchema": i.key.schema(), "Projection": {"ProjectionType": "ALL"}} for i in t.indexes
-        ]
+    props = t.definition()
     if t.stream:
         props["StreamSpecification"] = {"StreamViewType": t.stream}
     if t.ttl:

@@ -3,7 +3,6 @@ non-retryable errors at once; and the loops that take their waits from it."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 from cartflow.core.config import Settings
 from cartflow.core.retry import DEFAULT_JITTER, Backoff, backoff_delays, retry
 from cartflow.local.sources import PollingSource
+from tests.unit.test_failure_modes import RecordingStop
 
 
 class Boom(Exception):
@@ -123,22 +123,9 @@ class _Failing(PollingSource):
         raise ConnectionError("emulator restarting")
 
 
-class _RecordingStop(threading.Event):
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.waits: list[float] = []
-        self.limit = limit
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self.waits.append(timeout or 0.0)
-        if len(self.waits) >= self.limit:
-            self.set()
-        return self.is_set()
-
-
 def test_event_source_error_waits_are_jittered_within_the_schedule(tmp_path: Path) -> None:
     source = _Failing(Settings(state_dir=tmp_path), max_error_backoff_s=4.0, error_jitter=DEFAULT_JITTER)
-    stop = _RecordingStop(limit=8)
+    stop = RecordingStop(limit=8)
     source.run(stop)
     caps = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0]
     assert all(cap / 2 <= w <= cap for w, cap in zip(stop.waits, caps, strict=True))
