@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cartflow.cli.context import console
+from cartflow.cli.context import console, err_console
 
 
 def _pairs(items: Iterable[str] | None, what: str) -> dict[str, str]:
@@ -52,6 +52,9 @@ def deploy_cmd(
         assign_public_ip=public_ip,
         parameters=_pairs(param, "--param"),
     )
+    # Where the stack goes, before anything is built or pushed.
+    where = f"emulator {endpoint_url}" if endpoint_url else "AWS"
+    err_console.print(f"target: {where}, region {region}, stack {stack}", highlight=False)
     try:
         deploy(request)
     except DeployError as exc:
