@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from cartflow.core.config import ENDPOINT_EXAMPLE, ENDPOINT_VARIABLES, Settings, get_settings
+from cartflow.core.exceptions import CartflowError
 
 if TYPE_CHECKING:
     from cartflow.core.deps import Deps
@@ -23,8 +24,17 @@ _PIPE_WIDTH = 200
 console = Console(width=None if sys.stdout.isatty() else _PIPE_WIDTH)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _PIPE_WIDTH)
 
-# The sample uploads ship as package data of `fixtures` (the repo folder in an editable install).
-FIXTURES = Path(str(resources.files("fixtures")))
+
+def fixtures_dir() -> Path:
+    """The sample uploads: package data of `fixtures` (the repo folder in an editable install).
+
+    Resolved on use, not at import: the container images ship without them, and every other
+    command must still start there."""
+    try:
+        return Path(str(resources.files("fixtures")))
+    except ModuleNotFoundError:
+        raise CartflowError("the sample fixtures are not installed here: give a folder of <dataset>/<file>.csv") from None
+
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="one JSON document on stdout instead of tables")]
 YesOpt = Annotated[bool, typer.Option("--yes", help=f"allow writing to real AWS (no {' / '.join(ENDPOINT_VARIABLES)} set)")]

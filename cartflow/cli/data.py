@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from cartflow.cli.choices import Shape
-from cartflow.cli.context import FIXTURES, JsonOpt, YesOpt, console, deps, print_json, require_local
+from cartflow.cli.context import JsonOpt, YesOpt, console, deps, fixtures_dir, print_json, require_local
 from cartflow.cli.tables import files_table, kpi_tables
 from cartflow.core.config import get_settings
 
@@ -38,14 +38,14 @@ def kpis(as_json: JsonOpt = False) -> None:
 
 
 def seed(
-    folder: Annotated[Path, typer.Argument(help="folder with <dataset>/<file>.csv", show_default="fixtures/valid")] = FIXTURES
-    / "valid",
+    folder: Annotated[Path | None, typer.Argument(help="folder with <dataset>/<file>.csv", show_default="fixtures/valid")] = None,
     yes: YesOpt = False,
 ) -> None:
     """Upload a folder of <dataset>/<file>.csv to raw/ (local emulator; real AWS only with --yes)."""
     from cartflow.ops.views import seed_files, upload_dir
 
     settings = get_settings()
+    folder = folder or fixtures_dir() / "valid"
     seed_files(folder)  # a bad folder is refused before anything else (exit 2)
     require_local(settings, yes, "seed")
     keys = upload_dir(deps(settings), folder)

@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.text import Text
 
 from cartflow.cli.choices import Component
-from cartflow.cli.context import FIXTURES, JsonOpt, console, deps, print_json
+from cartflow.cli.context import JsonOpt, console, deps, fixtures_dir, print_json
 from cartflow.cli.tables import batches_table, files_table, kpi_tables
 from cartflow.core.config import Settings, get_settings
 
@@ -147,7 +147,7 @@ def demo(
         console.print(f"[bold]emulator[/] {stack.settings.aws_endpoint_url}; components: {', '.join(stack.processes)}")
         uploaded = 0
         for folder in ("valid", "invalid"):
-            keys = upload_dir(stack_deps, FIXTURES / folder)
+            keys = upload_dir(stack_deps, fixtures_dir() / folder)
             uploaded += len(keys)
             t_upload = time.monotonic()
             console.print(f"uploaded {len(keys)} files from fixtures/{folder}; debounce window {debounce}s")
