@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV)
 	@echo "install [2/3] pip upgrade"
 	@$(PY) -m pip install $(PIP_QUIET) --upgrade pip >$(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
-	@echo "install [3/3] cartflow (editable) + spark, test, release extras (first time: a few minutes)"
-	@$(PY) -m pip install $(PIP_QUIET) -e ".[spark,test,release]" >>$(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@echo "install [3/3] cartflow (editable) + spark, test, release, dashboard extras (first time: a few minutes)"
+	@$(PY) -m pip install $(PIP_QUIET) -e ".[spark,test,release,dashboard]" >>$(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	@touch $(STAMP)
 	@echo "install done (log: $(VENV)/install.log)"
 
