@@ -109,8 +109,8 @@ def _delta_rs_rows(uri: str, settings: Settings) -> set[tuple[str, str, str, flo
         ("s3://bucket/validated/x", "s3a://bucket/validated/x"),
         ("S3://bucket/k", "s3a://bucket/k"),
         ("s3a://bucket/k", "s3a://bucket/k"),
-        ("file:///tmp/x", "file:///tmp/x"),
-        ("/tmp/x", "/tmp/x"),
+        ("file:///srv/x", "file:///srv/x"),
+        ("/srv/x", "/srv/x"),
         ("relative/dir", "relative/dir"),
     ],
 )
