@@ -31,6 +31,22 @@ ENDPOINT_VARIABLES = ("CARTFLOW_AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL")
 ENDPOINT_EXAMPLE = "http://127.0.0.1:4566"
 
 
+# The settings that name an AWS resource (besides the bucket): validated alike, renamed alike.
+RESOURCE_NAME_FIELDS = (
+    "events_table",
+    "batch_chunks_table",
+    "idempotency_table",
+    "category_kpis_table",
+    "order_kpis_table",
+    "ingest_queue",
+    "failure_topic",
+    "success_topic",
+    "state_machine",
+    "validate_activity",
+    "transform_activity",
+)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CARTFLOW_", env_file=None, extra="ignore", populate_by_name=True)
 
@@ -143,19 +159,7 @@ class Settings(BaseSettings):
             raise ValueError(f"invalid S3 bucket name: {v!r}")
         return v
 
-    @field_validator(
-        "events_table",
-        "batch_chunks_table",
-        "idempotency_table",
-        "category_kpis_table",
-        "order_kpis_table",
-        "ingest_queue",
-        "failure_topic",
-        "success_topic",
-        "state_machine",
-        "validate_activity",
-        "transform_activity",
-    )
+    @field_validator(*RESOURCE_NAME_FIELDS)
     @classmethod
     def _valid_name(cls, v: str) -> str:
         if not _NAME_RE.match(v):

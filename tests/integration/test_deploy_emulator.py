@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cartflow.core.aws import AwsClients
-from cartflow.core.config import Settings
+from cartflow.core.config import RESOURCE_NAME_FIELDS, Settings
 from cartflow.core.spec import load_spec, render
 from cartflow.infra import apply_resources
 from cartflow.infra.cloudformation import FUNCTIONS, build_template
@@ -248,23 +248,7 @@ def test_tables_equal_what_resources_apply_creates(deployed: dict[str, str], set
     renamed = settings.model_copy(
         update={
             "region": REGION,
-            **{
-                k: f"applied-{getattr(settings, k)}".lower()
-                for k in (
-                    "bucket",
-                    "events_table",
-                    "batch_chunks_table",
-                    "idempotency_table",
-                    "category_kpis_table",
-                    "order_kpis_table",
-                    "ingest_queue",
-                    "failure_topic",
-                    "success_topic",
-                    "state_machine",
-                    "validate_activity",
-                    "transform_activity",
-                )
-            },
+            **{k: f"applied-{getattr(settings, k)}".lower() for k in ("bucket", *RESOURCE_NAME_FIELDS)},
         }
     )
     apply_resources(renamed, AwsClients(renamed))
