@@ -14,6 +14,9 @@ One template, two targets:
 * ``job_states.json`` holds the per-target body of a job state: an Activity task
   (``local``) or a Parallel wrapping ``ecs:runTask.sync`` + reading the result document
   from S3 (``aws``). The two renderings differ only in those two states.
+* Each job has a second state for the distributed engine (ValidateOnCluster,
+  TransformOnCluster: marker ``"engine": "distributed"``), reached through a routing Choice
+  on the batch's ``input_bytes``; on AWS its body is ``aws-eks`` (``eks:runJob.sync``).
 
 Placeholders are ``${name}``. A string that is exactly one placeholder is replaced by the
 parameter's value *with its JSON type* (numbers stay numbers, subnet lists stay lists);
@@ -44,6 +47,13 @@ TEMPLATE_FILE = _HERE / "state_machine.asl.json"
 JOB_STATES_FILE = _HERE / "job_states.json"
 
 JOB_MARKER = "Cartflow.Job"
+# The job_states.json body of a job state, by target and the marker's engine: "task" (one
+# container: the local Activity worker, a Fargate task) or "distributed" (a cluster: locally
+# the same Activity worker, which already runs on the compose cluster; on AWS an EKS job).
+JOB_BODIES: dict[str, dict[str, str]] = {
+    "local": {"task": "local", "distributed": "local"},
+    "aws": {"task": "aws", "distributed": "aws-eks"},
+}
 # Fields of a job state that are common to both targets; everything else comes from job_states.json.
 _COMMON_JOB_FIELDS = ("Comment", "Retry", "Catch", "Next", "End")
 
@@ -68,6 +78,9 @@ REQUIRED_PARAMS: dict[str, tuple[str, ...]] = {
     "local": (*_COMMON_REQUIRED, "validate_activity_arn", "transform_activity_arn"),
     "aws": (*_COMMON_REQUIRED, "ecs_cluster", "ecs_task_definition", "ecs_container_name", "subnets", "security_groups"),
 }
+# No batch has more input bytes than this (2**53 - 1: the largest integer every JSON reader keeps).
+NEVER_ROUTED = 2**53 - 1
+NOT_CONFIGURED = "not-configured"
 # Optional parameters and their defaults (the same for both targets).
 OPTIONAL_PARAMS: dict[str, object] = {
     # Upper bound for one job attempt; the controller's max_execution_seconds bounds the whole run.
@@ -77,6 +90,14 @@ OPTIONAL_PARAMS: dict[str, object] = {
     "job_heartbeat_seconds": 120,
     # AWS only: ENABLED is needed in public subnets without a NAT gateway / VPC endpoints.
     "ecs_assign_public_ip": "DISABLED",
+    # The routing Choices send a batch with more input bytes than this to the distributed job
+    # states; by default (no engine configured) none is that large.
+    "distributed_min_input_bytes": NEVER_ROUTED,
+    # AWS only: the distributed job states' EKS cluster and the image its pods run (see
+    # cartflow/infra/distributed.py); unreachable while the threshold is NEVER_ROUTED.
+    **{name: NOT_CONFIGURED for name in ("eks_cluster", "eks_endpoint", "eks_certificate_authority", "spark_image")},
+    "eks_namespace": "cartflow",
+    "eks_service_account": "cartflow-spark",
 }
 KNOWN_PARAMS: frozenset[str] = frozenset(set(REQUIRED_PARAMS["local"]) | set(REQUIRED_PARAMS["aws"]) | set(OPTIONAL_PARAMS))
 
@@ -103,6 +124,10 @@ SETTING_FIELDS: tuple[str, ...] = (
     "ecs_container_name",
     "ecs_subnets",
     "ecs_security_groups",
+    "distributed_min_input_bytes",
+    "eks_cluster",
+    "eks_namespace",
+    "eks_service_account",
 )
 _COMMON_VALUES = ("region", "account_id", "bucket", "batch_chunks_table", "success_topic", "failure_topic")
 _NEEDED_VALUES: dict[str, tuple[str, ...]] = {
@@ -116,6 +141,9 @@ _NEEDED_VALUES: dict[str, tuple[str, ...]] = {
     ),
     "aws": (*_COMMON_VALUES, "ecs_cluster", "ecs_task_definition", "ecs_container_name", "ecs_subnets", "ecs_security_groups"),
 }
+# The aws rendering's distributed job states (EKS); values other than Settings fields come
+# from the CloudFormation renderer.
+_EKS_VALUES = ("eks_cluster", "eks_namespace", "eks_service_account", "eks_endpoint", "eks_certificate_authority", "spark_image")
 # Parameters derived from region + account id + a name, which a caller may know better.
 ARN_PARAMS: tuple[str, ...] = ("success_topic_arn", "failure_topic_arn", "validate_activity_arn", "transform_activity_arn")
 
@@ -181,7 +209,10 @@ def _is_int(v: object) -> bool:
 
 
 def _check_value(name: str, value: object) -> str | None:
-    if name in ("retry_interval_seconds", "job_timeout_seconds", "job_heartbeat_seconds"):
+    if name == "distributed_min_input_bytes":
+        if not _is_int(value) or not 0 <= value <= NEVER_ROUTED:  # type: ignore[operator]
+            return f"{name} must be an integer from 0 to {NEVER_ROUTED}, got {value!r}"
+    elif name in ("retry_interval_seconds", "job_timeout_seconds", "job_heartbeat_seconds"):
         if not _is_int(value) or value < 1:  # type: ignore[operator]
             return f"{name} must be an integer >= 1, got {value!r}"
     elif name == "retry_max_attempts":
@@ -250,6 +281,11 @@ def state_machine_params(
         )
         if assign_public_ip is not None:
             params["ecs_assign_public_ip"] = "ENABLED" if assign_public_ip else "DISABLED"
+        if values.get("eks_cluster"):
+            # The distributed engine exists: route by the spec's threshold. Endpoint, CA and
+            # image are deploy-time values only the template passes (else NOT_CONFIGURED).
+            params["distributed_min_input_bytes"] = int(values["distributed_min_input_bytes"])
+            params.update({k: values[k] for k in _EKS_VALUES if values.get(k) is not None})
     else:
         params.update(
             retry_interval_seconds=int(values["job_retry_interval_seconds"]),
@@ -358,12 +394,14 @@ def build_definition(target: Target, params: Mapping[str, object]) -> dict[str, 
     """The rendered definition as a dict (render_state_machine serialises it)."""
     values = _check_params(target, params)
     template = load_template()
-    body = load_job_states()[target]
+    bodies = {engine: load_job_states()[key] for engine, key in JOB_BODIES[target].items()}
     # Only a body that passes the batch on needs BatchInput (and so pydantic).
-    shared = {"job.input": job_input_parameters()} if "${job.input}" in json.dumps(body) else {}
+    shared = {"job.input": job_input_parameters()} if "${job.input}" in json.dumps(bodies) else {}
     states: dict[str, Any] = {}
     for name, state in template["States"].items():
-        states[name] = _render_job_state(name, state, body, shared) if JOB_MARKER in state else state
+        if JOB_MARKER in state:
+            state = _render_job_state(name, state, bodies[state[JOB_MARKER].get("engine", "task")], shared)
+        states[name] = state
     definition = {**template, "States": states}
     rendered = _substitute(definition, values, strict=True)
     deploy_time = {x for v in values.values() for x in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(x, DeployTime)}
@@ -371,6 +409,17 @@ def build_definition(target: Target, params: Mapping[str, object]) -> dict[str, 
     if leftover:  # pragma: no cover - _substitute(strict=True) already raises
         raise RenderError(f"unrendered placeholder {leftover[0]}")
     return rendered
+
+
+def without_comments(node: Any) -> Any:
+    """A definition without its states' Comments: they document the template in this
+    repository, and CloudFormation caps an inline template body at 51,200 bytes."""
+    if isinstance(node, list):
+        return [without_comments(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    is_state = "Type" in node or "StartAt" in node
+    return {k: without_comments(v) for k, v in node.items() if not (is_state and k == "Comment")}
 
 
 def render_state_machine(target: Target, params: Mapping[str, object]) -> str:

@@ -43,16 +43,21 @@ def execution_arn(deps: Deps, name: str) -> str:
 
 
 def batch_input(chunk: Chunk, processing_date: str) -> BatchInput:
-    """Split the chunk's file_paths by data type (orders_paths, order_items_paths, ...)."""
+    """Split the chunk's file_paths by data type (orders_paths, ...), each upload with its version."""
     files = [RawFile.from_uri(uri) for uri in chunk.file_paths]
     bucket = files[0].bucket if files else ""
-    return BatchInput.from_files(
+    batch = BatchInput.from_files(
         batch_id=chunk.batch_id,
         group_key=chunk.group_key,
         bucket=bucket,
         processing_date=processing_date,
         files=files,
+        versions=chunk.file_versions,
+        sources=chunk.file_sources,
+        replaces=chunk.replaces,
     )
+    # The state machine routes on it (a chunk written before sizes were kept: 0, Fargate).
+    return batch.model_copy(update={"input_bytes": chunk.input_bytes})
 
 
 def start_next_pending(deps: Deps) -> str | None:

@@ -1,8 +1,11 @@
-"""ingest: S3 ObjectCreated (via SQS) -> one item in the events table.
+"""ingest: S3 ObjectCreated / delete-marker events (via SQS) -> one item in the events table.
 
-The item opens (or extends) a debounce window for its group: the group is the UTC date the
-file arrived. Keys we cannot process are recorded as `rejected` with the reason, never
-dropped, so every raw file has a queryable state.
+An upload's item opens (or extends) a debounce window for its group: the group is the UTC
+date the file arrived. Each upload is its own item, identified by its S3 version (ETag +
+sequencer where versioning is off), so overwriting a key never merges two uploads. Keys we
+cannot process are recorded as `rejected` with the reason, never dropped, so every upload
+has a queryable state. A user's delete is recorded as a `removal`: the debouncer uses it to
+cancel uploads of that key still waiting (docs/delivery.md).
 """
 
 from __future__ import annotations
@@ -35,24 +38,40 @@ _MAX_COLLISION_RETRIES = 1000
 
 @dataclass(frozen=True)
 class S3ObjectCreated:
+    """One S3 event on a raw key: an upload, or (``removed``) a user's delete of the key."""
+
     bucket: str
     key: str
     event_time: float  # epoch seconds
     size: int
     etag: str
     sequencer: str
+    version_id: str | None = None
+    removed: bool = False
 
     @property
     def idempotency_key(self) -> dict[str, str]:
-        return {"bucket": self.bucket, "key": self.key, "sequencer": self.sequencer or self.etag}
+        # The sequencer is unique per event on a key; the version / ETag stand in where it is absent.
+        identity = self.sequencer or self.version_id or self.etag or f"{self.event_time:.6f}"
+        return {"bucket": self.bucket, "key": self.key, "sequencer": ("removed:" if self.removed else "") + identity}
+
+
+def _is_user_delete(rec: dict[str, Any]) -> bool:
+    """A delete that withdraws a file: a delete marker (versioned bucket) or a delete of an
+    unversioned key. A delete of one specific version is cartflow's own archive step."""
+    name = str(rec.get("eventName", ""))
+    if name == "ObjectRemoved:DeleteMarkerCreated":
+        return True
+    return name == "ObjectRemoved:Delete" and not rec["s3"]["object"].get("versionId")
 
 
 def parse_s3_notification(body: str) -> list[S3ObjectCreated]:
-    """The S3 notification inside an SQS body -> created objects (s3:TestEvent -> [])."""
+    """The S3 notification inside an SQS body -> uploads and user deletes (s3:TestEvent -> [])."""
     doc = json.loads(body)
     out = []
     for rec in doc.get("Records", []):
-        if not str(rec.get("eventName", "")).startswith("ObjectCreated"):
+        created = str(rec.get("eventName", "")).startswith("ObjectCreated")
+        if not created and not _is_user_delete(rec):
             continue
         obj = rec["s3"]["object"]
         t = datetime.fromisoformat(rec["eventTime"].replace("Z", "+00:00"))
@@ -64,6 +83,8 @@ def parse_s3_notification(body: str) -> list[S3ObjectCreated]:
                 size=int(obj.get("size", 0)),
                 etag=str(obj.get("eTag", "")),
                 sequencer=str(obj.get("sequencer", "")),
+                version_id=str(obj["versionId"]) if obj.get("versionId") else None,
+                removed=not created,
             )
         )
     return out
@@ -80,7 +101,20 @@ def event_item(obj: S3ObjectCreated, deps: Deps) -> dict[str, Any]:
         "s3_path": f"s3://{obj.bucket}/{obj.key}",
         "size": obj.size,
         "etag": obj.etag,
+        "sequencer": obj.sequencer,
     }
+    if obj.version_id:
+        item["version_id"] = obj.version_id
+    if obj.removed:
+        # Not a file: the debouncer applies it to waiting uploads of the key, at once.
+        item.update(
+            data_type_part=EventStatus.REMOVAL.value,
+            status=EventStatus.REMOVAL.value,
+            processed_flag=False,
+            debounce_deadline=arrival,
+            unbatched="1",
+        )
+        return item
     try:
         if obj.bucket != s.bucket:
             raise InvalidRawKey(f"bucket {obj.bucket!r} is not the pipeline bucket {s.bucket!r}")

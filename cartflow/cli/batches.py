@@ -16,6 +16,9 @@ from cartflow.cli.guard import one_line_errors
 from cartflow.cli.tables import batches_detail_table
 from cartflow.core.models import BatchStatus
 
+# Every state an upload can end in (and the one before), in the order totals are printed.
+LEDGER_OUTCOMES = ("processed", "rejected", "superseded", "deleted", "failed", "in progress")
+
 batches_app = typer.Typer(help="Batches: list them, retry a failed one", no_args_is_help=True)
 
 
@@ -98,7 +101,7 @@ def audit(
         print_json(
             {
                 "files": rows if all_files else [],
-                "totals": {k: counted.get(k, 0) for k in ("processed", "rejected", "failed", "in progress")},
+                "totals": {k: counted.get(k, 0) for k in LEDGER_OUTCOMES},
                 "findings": found,
                 "ok": not found,
             }
@@ -106,14 +109,14 @@ def audit(
         raise typer.Exit(1 if found else 0)
     if all_files:
         t = Table(title=f"files ({len(rows)} uploads)")
-        for col in ("file", "state", "detail"):
+        for col in ("file", "version", "state", "detail"):
             t.add_column(col, overflow="fold")
         for r in rows:
-            t.add_row(r.s3_path.split("/", 3)[-1], r.outcome, r.detail)
+            t.add_row(r.s3_path.split("/", 3)[-1], r.version_id or "", r.outcome, r.detail)
         console.print(t)
     totals = Counter(r.outcome for r in rows)
     console.print(
-        "totals: " + ", ".join(f"{k} {totals.get(k, 0)}" for k in ("processed", "rejected", "failed", "in progress")),
+        "totals: " + ", ".join(f"{k} {totals.get(k, 0)}" for k in LEDGER_OUTCOMES),
         highlight=False,
     )
     findings = run_audit(d, stuck_after_s=stuck_after)

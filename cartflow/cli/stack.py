@@ -188,11 +188,16 @@ def up(
     port: PortOpt = None,
     only: Annotated[list[Component] | None, typer.Option("--only", help="start only this component (repeatable)")] = None,
     timeout: Annotated[float, typer.Option(help="--detach: give up when not healthy after seconds")] = 300,
+    persist: Annotated[
+        bool, typer.Option("--persist", help="keep tables, queues and S3 objects across restarts (a batch in flight resumes)")
+    ] = False,
 ) -> None:
     """Start everything locally and keep it running (Ctrl-C, SIGTERM or `cartflow down` stops it)."""
     from cartflow.local.stack import COMPONENTS, EmbeddedStack
 
     settings = demo_settings(debounce)
+    if persist:
+        settings = settings.model_copy(update={"emulator_persist": True})
     if port is not None:
         settings = settings.model_copy(update={"emulator_port": port})
     components = tuple(c.value for c in only) if only else COMPONENTS
@@ -233,6 +238,7 @@ def _up_detached(settings: Settings, debounce: int, components: tuple[str, ...],
     log_path = directory / SUPERVISOR_LOG
     cmd = [sys.executable, "-m", "cartflow", "up", "--port", str(port), "--debounce", str(debounce)]
     cmd += [arg for name in components for arg in ("--only", name)]
+    cmd += ["--persist"] if settings.emulator_persist else []
     # The environment says where state lives; settings the CLI changed travel as options.
     env = {**os.environ, "CARTFLOW_STATE_DIR": str(settings.state_dir)}
     with log_path.open("ab") as log:

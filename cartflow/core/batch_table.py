@@ -9,7 +9,7 @@ of its methods (the state machine's own updateItem states are the only other wri
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -53,6 +53,7 @@ class Chunk:
     status: str
     created_at: int
     file_paths: list[str]
+    file_versions: dict[str, str] = field(default_factory=dict)  # raw URI -> the uploaded S3 version
     execution_arn: str | None = None
     processing_started_at: int | None = None
     processing_date: str | None = None
@@ -61,6 +62,9 @@ class Chunk:
     worker_heartbeat_at: int | None = None  # ms; the local spark-runner's last sign of life
     auto_reruns: int = 0  # times the watchdog re-queued it after its worker went silent
     attempt: int = 0  # operator retries so far (`cartflow batches retry`); names the execution
+    replaces: list[str] = field(default_factory=list)  # a backfill's original batches
+    file_sources: dict[str, str] = field(default_factory=dict)  # a backfill: raw URI -> archived key it reads
+    input_bytes: int = 0  # the uploads' sizes summed: routes the batch (BatchInput.input_bytes)
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Chunk:
@@ -74,6 +78,7 @@ class Chunk:
             status=d[STATUS],
             created_at=int(d["created_at"]),
             file_paths=list(d.get("file_paths", [])),
+            file_versions={str(k): str(v) for k, v in (d.get("file_versions") or {}).items()},
             execution_arn=d.get("execution_arn"),
             processing_started_at=int(d["processing_started_at"]) if "processing_started_at" in d else None,
             processing_date=d.get("processing_date"),
@@ -82,6 +87,9 @@ class Chunk:
             worker_heartbeat_at=int(d["worker_heartbeat_at"]) if "worker_heartbeat_at" in d else None,
             auto_reruns=int(d.get("auto_reruns", 0)),
             attempt=int(d.get("attempt", 0)),
+            replaces=list(d.get("replaces") or []),
+            file_sources={str(k): str(v) for k, v in (d.get("file_sources") or {}).items()},
+            input_bytes=int(d.get("input_bytes", 0)),
         )
 
     @property
@@ -141,6 +149,10 @@ class BatchTable:
         batch_start_timestamp: Decimal,
         *,
         with_writes: Sequence[dict[str, Any]] = (),
+        file_versions: Mapping[str, str] | None = None,
+        replaces: Sequence[str] = (),
+        file_sources: Mapping[str, str] | None = None,
+        input_bytes: int = 0,
     ) -> bool:
         """Create a pending chunk in one transaction with ``with_writes`` (the debouncer marks
         the chunk's events batched in it); False when the transaction was cancelled (a
@@ -154,6 +166,14 @@ class BatchTable:
             "file_paths": list(file_paths),
             "file_count": len(file_paths),
         }
+        if file_versions:
+            chunk["file_versions"] = dict(file_versions)
+        if replaces:
+            chunk["replaces"] = list(replaces)  # a backfill: the batches whose uploads it re-runs
+        if file_sources:
+            chunk["file_sources"] = dict(file_sources)
+        if input_bytes:
+            chunk["input_bytes"] = input_bytes
         put = {"Put": {"TableName": self.name, "Item": to_ddb(chunk), "ConditionExpression": "attribute_not_exists(batch_id)"}}
         try:
             self.ddb.transact_write_items(TransactItems=[put, *with_writes])

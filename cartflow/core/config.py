@@ -44,6 +44,7 @@ RESOURCE_NAME_FIELDS = (
     "state_machine",
     "validate_activity",
     "transform_activity",
+    "delta_log_table",
 )
 
 
@@ -72,12 +73,16 @@ class Settings(BaseSettings):
     state_machine: str = _SPEC["state_machine"]
     validate_activity: str = _SPEC["validate_activity"]
     transform_activity: str = _SPEC["transform_activity"]
+    delta_log_table: str = _SPEC["delta_log_table"]
     state_machine_target: Literal["local", "aws"] = _SPEC["state_machine_target"]
 
     # --- the embedded emulator (MiniStack in its own virtualenv: it pins botocore) ---
     ministack_version: str = "1.5.33"
     emulator_venv: Path = Field(default_factory=lambda: Path.home() / ".cache" / "cartflow" / "ministack-venv")
     emulator_port: int = Field(default=4566, ge=1024, le=65535)
+    # Keep the emulator's state (tables, queues, executions' definitions) and S3 objects across
+    # restarts (`cartflow up --persist`); off, every start begins empty.
+    emulator_persist: bool = False
 
     # --- pipeline behaviour ------------------------------------------------------
     debounce_seconds: int = Field(default=60, ge=0, le=86_400)
@@ -122,6 +127,16 @@ class Settings(BaseSettings):
     ecs_subnets: Annotated[list[str], NoDecode] = Field(default_factory=list)
     ecs_security_groups: Annotated[list[str], NoDecode] = Field(default_factory=list)
     step_functions_role_arn: str | None = None
+    # --- the distributed engine (cartflow/infra/distributed.py, docs/deploy.md) ----------
+    # Batches with more raw input bytes than this run on it, the rest on one Fargate task.
+    distributed_min_input_bytes: int = Field(default=_SPEC["distributed_min_input_bytes"], ge=0)
+    # The existing EKS cluster that is the engine on AWS; None: every batch runs on Fargate.
+    eks_cluster: str | None = None
+    eks_namespace: str = "cartflow"
+    eks_service_account: str = "cartflow-spark"
+    # Delta's DynamoDB-backed S3 LogStore (table delta_log_table): commits stay atomic with
+    # several writers per table. Off: one batch in flight keeps every table single-writer.
+    delta_multi_writer: bool = False
 
     @field_validator("aws_endpoint_url", mode="before")
     @classmethod

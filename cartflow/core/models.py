@@ -21,6 +21,9 @@ VALIDATED_PREFIX = "validated/"
 QUARANTINE_PREFIX = "quarantine/"
 VALIDATION_OUTPUT_PREFIX = "validation_output/"
 KPIS_PREFIX = "kpis/"
+# Immutable per-batch copies of exactly the uploaded versions: the jobs read these, never raw/
+# (a key can be overwritten or deleted while its batch runs). See docs/delivery.md.
+STAGING_PREFIX = "staging/"
 DATA_PREFIXES = (
     RAW_PREFIX,
     VALIDATED_PREFIX,
@@ -29,6 +32,7 @@ DATA_PREFIXES = (
     PROCESSED_PREFIX,
     REJECTED_PREFIX,
     FILE_REGISTRY_PREFIX,
+    STAGING_PREFIX,
 )
 
 
@@ -56,6 +60,14 @@ class EventStatus(StrEnum):
     RECEIVED = "received"  # waiting for the debounce window
     BATCHED = "batched"  # part of a batch chunk (its fate is the batch's status)
     REJECTED = "rejected"  # terminal: the key is not something we can process
+    SUPERSEDED = "superseded"  # terminal: a later upload of the same key replaced it before batching
+    DELETED = "deleted"  # terminal: the key was deleted before its batch read it
+    REMOVAL = "removal"  # a user's delete of a raw key (not a file): cancels uploads still waiting
+
+
+# Why a waiting upload was not processed (events table `reason`, shown by files and audit).
+SUPERSEDED_REASON = "superseded by a later upload of the same key (version {version}) before its batch started"
+DELETED_REASON = "deleted before its batch read it"
 
 
 # raw/<data_type>/<name>.csv (or .csv.gz), optionally with sub-folders. Names are what people
@@ -162,18 +174,43 @@ class RawFile(BaseModel):
         return cls.parse(bucket, key)
 
 
-class ArchiveItem(BaseModel):
-    """One raw object to move once the batch succeeded: to processed/, or rejected/ if the file was."""
+def copy_source(bucket: str, key: str, version_id: str | None = None) -> str:
+    """CopyObject's CopySource: "<bucket>/<key>" URL-encoded (keys hold spaces, unicode), plus the version."""
+    source = quote(f"{bucket}/{key}", safe="/")
+    return f"{source}?versionId={quote(version_id, safe='')}" if version_id else source
 
-    source_key: str
-    copy_source: str  # "<bucket>/<key>" URL-encoded, as CopyObject wants it (keys may hold spaces, unicode)
+
+def staged_key(batch_id: str, raw_key: str) -> str:
+    """Where a batch's copy of one upload lives: staging/<batch_id>/<key below raw/>."""
+    return f"{STAGING_PREFIX}{batch_id}/{raw_key[len(RAW_PREFIX) :]}"
+
+
+class ArchiveItem(BaseModel):
+    """One upload of the batch: staged before the jobs run, archived and removed from raw/ after.
+
+    StageRawFiles copies ``read_source`` (exactly the uploaded version) to ``staged_key``; on
+    success the staged copy goes to ``archive_key`` (processed/, or rejected/ if validation
+    rejected the file), then that raw version and the staged copy are deleted. Never another
+    version: a later upload of the key stays in raw/ for its own batch.
+    """
+
+    source_key: str  # the raw key the user uploaded (the file's name everywhere)
+    version_id: str | None = None  # the uploaded version (None: bucket without versioning)
+    read_source: str = ""  # CopySource of the bytes to stage
+    staged_key: str = ""
+    copy_source: str  # CopySource of the staged copy (what the archive copies)
     archive_key: str
+    delete_raw: bool = True  # False for a backfill, whose source is already an archived copy
+
+
+BATCH_ID_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"  # also the execution name: Step Functions' charset and length
+BATCH_ID_RE = re.compile(BATCH_ID_PATTERN)
 
 
 class BatchInput(BaseModel):
     """The Step Functions execution input (and what the Spark jobs receive)."""
 
-    batch_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,80}$")  # also the execution name
+    batch_id: str = Field(pattern=BATCH_ID_PATTERN)
     group_key: str
     bucket: str
     processing_date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
@@ -181,22 +218,56 @@ class BatchInput(BaseModel):
     order_items_paths: list[str] = Field(default_factory=list)
     products_paths: list[str] = Field(default_factory=list)
     order_lines_paths: list[str] = Field(default_factory=list)
+    staged: bool = False  # the jobs read staging/<batch_id>/..., the copies StageRawFiles made
+    replaces: list[str] = Field(default_factory=list)  # batches a backfill re-runs: their rows are replaced
+    # Sum of the uploads' sizes: the state machine runs a batch above the spec's
+    # distributed_min_input_bytes on the distributed engine.
+    input_bytes: int = Field(default=0, ge=0)
     archive: list[ArchiveItem] = Field(default_factory=list)
 
     def paths(self, data_type: DataType) -> list[str]:
         return list(getattr(self, data_type.paths_field))
 
+    def read_uri(self, uri: str) -> str:
+        """Where the jobs read the file ``uri`` (the raw URI the user knows it by)."""
+        if not self.staged:
+            return uri
+        key = RawFile.from_uri(uri).key
+        return f"s3://{self.bucket}/{staged_key(self.batch_id, key)}"
+
     @classmethod
-    def from_files(cls, *, batch_id: str, group_key: str, bucket: str, processing_date: str, files: list[RawFile]) -> BatchInput:
+    def from_files(
+        cls,
+        *,
+        batch_id: str,
+        group_key: str,
+        bucket: str,
+        processing_date: str,
+        files: list[RawFile],
+        versions: dict[str, str] | None = None,
+        sources: dict[str, str] | None = None,
+        replaces: list[str] | None = None,
+    ) -> BatchInput:
+        """``versions``: raw URI -> uploaded version id; ``sources``: raw URI -> the archived
+        key a backfill reads instead of raw/ (its raw version is long gone)."""
+        versions, sources = versions or {}, sources or {}
         by_type: dict[str, list[str]] = {t.paths_field: [] for t in DataType}
         archive = []
         for f in sorted(files, key=lambda f: f.key):
             by_type[f.data_type.paths_field].append(f.uri)
+            version = versions.get(f.uri) or None
+            staged = staged_key(batch_id, f.key)
             archive.append(
                 ArchiveItem(
                     source_key=f.key,
-                    copy_source=quote(f"{f.bucket}/{f.key}", safe="/"),
+                    version_id=None if f.uri in sources else version,
+                    read_source=copy_source(f.bucket, sources[f.uri])
+                    if f.uri in sources
+                    else copy_source(f.bucket, f.key, version),
+                    staged_key=staged,
+                    copy_source=copy_source(f.bucket, staged),
                     archive_key=f"{PROCESSED_PREFIX}{batch_id}/{f.key[len(RAW_PREFIX) :]}",
+                    delete_raw=f.uri not in sources,
                 )
             )
         return cls(
@@ -204,6 +275,8 @@ class BatchInput(BaseModel):
             group_key=group_key,
             bucket=bucket,
             processing_date=processing_date,
+            staged=True,
+            replaces=list(replaces or []),
             archive=archive,
             **by_type,
         )

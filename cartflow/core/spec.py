@@ -54,6 +54,20 @@ class Notification:
 class Bucket(Named):
     prefixes: tuple[str, ...] = ()  # folder markers, and the prefixes IAM grants by
     notifications: tuple[Notification, ...] = ()
+    versioning: bool = False  # each upload keeps its own version until its batch is done
+    # staging/ copies of a failed batch stay for its retry; expire them (and raw versions a
+    # user deleted before their batch) after this many days. 0: never.
+    noncurrent_days: int = 0
+
+    def lifecycle_rules(self) -> list[dict[str, Any]]:
+        """S3 lifecycle rules (API spelling): raw versions no batch will read again, and the
+        staged copies a failed batch left for its retry."""
+        days = self.noncurrent_days
+        return [
+            {"ID": "noncurrent-raw-versions", "Status": "Enabled", "Filter": {"Prefix": "raw/"},
+             "NoncurrentVersionExpiration": {"NoncurrentDays": days}, "Expiration": {"ExpiredObjectDeleteMarker": True}},
+            {"ID": "staged-copies", "Status": "Enabled", "Filter": {"Prefix": "staging/"}, "Expiration": {"Days": days}},
+        ]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -242,7 +256,7 @@ def _str(value: Any, where: str) -> str:
 
 
 def _bucket(raw: Mapping[str, Any], values: Mapping[str, Any]) -> Bucket:
-    _fields(raw, "bucket", ("name",), ("prefixes", "notifications"))
+    _fields(raw, "bucket", ("name",), ("prefixes", "notifications", "versioning", "noncurrent_days"))
     b = render(raw, values)
     notifications = []
     for i, n in enumerate(b.get("notifications", [])):
@@ -254,6 +268,8 @@ def _bucket(raw: Mapping[str, Any], values: Mapping[str, Any]) -> Bucket:
         spec_name=raw["name"],
         prefixes=tuple(b.get("prefixes", [])),
         notifications=tuple(notifications),
+        versioning=bool(b.get("versioning", False)),
+        noncurrent_days=int(b.get("noncurrent_days", 0)),
     )
 
 

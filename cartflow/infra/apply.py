@@ -66,6 +66,10 @@ def _ensure_bucket(s3: Any, b: Bucket, values: Mapping[str, Any]) -> None:
         if values["region"] != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": values["region"]}
         s3.create_bucket(**kwargs)
+    if b.versioning:  # before the folder markers and notifications: every object gets a version
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    if b.noncurrent_days:
+        s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": b.lifecycle_rules()})
     for prefix in b.prefixes:
         s3.put_object(Bucket=name, Key=prefix, Body=b"")
     configs = [

@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cartflow.core.config import Settings
-from cartflow.core.spec import Spec, Table, load
+from cartflow.core.spec import Bucket, Spec, Table, load
 from cartflow.infra import iam
 from cartflow.infra.environment import FUNCTION_SETTINGS, JOB_SETTINGS, environment
 from cartflow.infra.intrinsics import Equals, GetAtt, Join, Not, Ref, Sub, check_names, sub, sub_strings, to_json
-from orchestrator.render import DeployTime, build_definition, state_machine_params
+from orchestrator.render import DeployTime, build_definition, state_machine_params, without_comments
 
 Template = dict[str, Any]
 
@@ -75,8 +75,9 @@ FUNCTIONS: tuple[Function, ...] = (
     Function("controller", "controller"),
 )
 SCHEDULED = ("debouncer", "controller")  # EventBridge Scheduler ticks these (modules)
-# The services image's ENTRYPOINT is the `cartflow` CLI; Lambda runs the Runtime API loop instead.
-LAMBDA_ENTRYPOINT = ["python", "-m", "services.lambda_runtime"]
+# The services image's own ENTRYPOINT (services/lambda-entrypoint.sh), spelled out: given a handler
+# it runs awslambdaric, which serves the Runtime API on Lambda.
+LAMBDA_ENTRYPOINT = ["/lambda-entrypoint.sh"]
 # Retention values CloudWatch Logs accepts.
 LOG_RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653]
 FARGATE_CPU = ["1024", "2048", "4096", "8192", "16384"]
@@ -108,6 +109,29 @@ def _logical_id(spec_name: str) -> str:
 
 def _arn_of(logical: str) -> GetAtt:
     return GetAtt(logical, "Arn")
+
+
+def _versioning(b: Bucket) -> dict[str, Any]:
+    """Versioning and the lifecycle rules that go with it (the same ones `resources apply` sets)."""
+    out: dict[str, Any] = {}
+    if b.versioning:
+        out["VersioningConfiguration"] = {"Status": "Enabled"}
+    if b.noncurrent_days:
+        out["LifecycleConfiguration"] = {"Rules": [_cfn_rule(r) for r in b.lifecycle_rules()]}
+    return out
+
+
+def _cfn_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """An S3 API lifecycle rule in CloudFormation's spelling."""
+    out: dict[str, Any] = {"Id": rule["ID"], "Status": rule["Status"], "Prefix": rule["Filter"]["Prefix"]}
+    if "NoncurrentVersionExpiration" in rule:
+        out["NoncurrentVersionExpiration"] = {"NoncurrentDays": rule["NoncurrentVersionExpiration"]["NoncurrentDays"]}
+    expiration = rule.get("Expiration", {})
+    if expiration.get("ExpiredObjectDeleteMarker"):
+        out["ExpiredObjectDeleteMarker"] = True
+    if "Days" in expiration:
+        out["ExpirationInDays"] = expiration["Days"]
+    return out
 
 
 def _document(statements: list[dict[str, Any]]) -> dict[str, Any]:
@@ -314,6 +338,7 @@ def _storage(spec: Spec) -> dict[str, Any]:
                 "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
             },
             "NotificationConfiguration": {"QueueConfigurations": notifications},
+            **_versioning(b),
         },
     }
     res["DataBucketPolicy"] = {
@@ -537,8 +562,9 @@ def state_machine_definition(settings: Settings, options: TemplateOptions) -> Su
     # Ref of an SNS topic is its ARN.
     arns = {"success_topic_arn": DeployTime(str(Ref("SuccessTopic"))), "failure_topic_arn": DeployTime(str(Ref("FailureTopic")))}
     params = state_machine_params("aws", values, arns=arns, assign_public_ip=options.assign_public_ip)
-    text = json.dumps(build_definition("aws", params), separators=(",", ":"))
+    text = json.dumps(without_comments(build_definition("aws", params)), separators=(",", ":"))
     return Sub(text, {SUBNET_IDS_JSON: Join('","', Ref("SubnetIds"))})
+
 
 
 def _state_machine(settings: Settings, options: TemplateOptions, spec: Spec, policies: Mapping[str, Any]) -> dict[str, Any]:

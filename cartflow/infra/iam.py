@@ -222,20 +222,28 @@ def _ecs_names(v: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _state_machine(c: _Catalog, v: Mapping[str, Any]) -> PolicyDocument:
-    bucket_objects = {p: c.objects(p) for p in ("raw/", "processed/", "rejected/", "validation_output/")}
+    bucket_objects = {p: c.objects(p) for p in ("raw/", "processed/", "rejected/", "validation_output/", "staging/")}
     statements = [
-        # ArchiveRawFiles (aws-sdk:s3:copyObject raw/ -> processed/<batch_id>/, or rejected/<batch_id>/
-        # for files the validation rejected as a whole): read the source,
-        # write the copy. The tagging actions are only exercised when a raw upload carries tags
-        # (CopyObject copies the tag set by default).
-        _statement("ReadRawForArchive", ["s3:GetObject", "s3:GetObjectTagging"], [bucket_objects["raw/"]]),
+        # StageRawFiles (aws-sdk:s3:copyObject of one raw version -> staging/<batch_id>/; a
+        # backfill stages an archived copy). The tagging actions are only exercised when an
+        # upload carries tags (CopyObject copies the tag set by default).
         _statement(
-            "WriteArchive",
-            ["s3:PutObject", "s3:PutObjectTagging"],
-            [bucket_objects["processed/"], bucket_objects["rejected/"]],
+            "ReadUploadVersions",
+            ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectTagging", "s3:GetObjectVersionTagging"],
+            [bucket_objects["raw/"], bucket_objects["processed/"], bucket_objects["rejected/"]],
         ),
-        # DeleteRawFiles (aws-sdk:s3:deleteObject), only once every copy exists.
-        _statement("DeleteArchivedRaw", ["s3:DeleteObject"], [bucket_objects["raw/"]]),
+        # ArchiveRawFiles: the staged copy -> processed/<batch_id>/, or rejected/<batch_id>/ for
+        # files the validation rejected as a whole.
+        _statement("ReadStaged", ["s3:GetObject", "s3:GetObjectTagging"], [bucket_objects["staging/"]]),
+        _statement(
+            "WriteStagedAndArchive",
+            ["s3:PutObject", "s3:PutObjectTagging"],
+            [bucket_objects["staging/"], bucket_objects["processed/"], bucket_objects["rejected/"]],
+        ),
+        # DeleteRawFiles (aws-sdk:s3:deleteObject), only once every copy exists: exactly the
+        # version the batch read (DeleteObjectVersion), then its staged copy.
+        _statement("DeleteArchivedRaw", ["s3:DeleteObject", "s3:DeleteObjectVersion"], [bucket_objects["raw/"]]),
+        _statement("DeleteStaged", ["s3:DeleteObject"], [bucket_objects["staging/"]]),
         # MarkDone / MarkFailed / ReleaseLock*.
         _statement("UpdateChunk", ["dynamodb:UpdateItem"], [c.table(v["batch_chunks_table"])]),
         _statement("Notify", ["sns:Publish"], [c.topic(v["success_topic"]), c.topic(v["failure_topic"])]),
@@ -298,7 +306,7 @@ def _state_machine_ecs(c: _Catalog, v: Mapping[str, Any], results: str) -> list[
 
 
 # Prefixes the Spark job lists / reads / writes (S3A + Delta under s3a://<bucket>/).
-SPARK_READ_ONLY_PREFIXES = ("raw/",)
+SPARK_READ_ONLY_PREFIXES = ("raw/", "staging/")
 SPARK_READ_WRITE_PREFIXES = ("validated/", "quarantine/", "file_registry/", "kpis/")
 
 
@@ -312,8 +320,9 @@ def _spark_job(c: _Catalog, v: Mapping[str, Any]) -> PolicyDocument:
         [
             # S3A directory probes and Delta log listing, only under the job's prefixes.
             _statement("ListJobPrefixes", ["s3:ListBucket"], [c.bucket_arn()], {"StringLike": {"s3:prefix": listable}}),
-            # validation: raw CSVs (header probe via boto3, data via S3A). Read only.
-            _statement("ReadRaw", ["s3:GetObject"], [c.objects("raw/")]),
+            # validation: the batch's staged copies of its uploads (file checks via boto3, data
+            # via S3A), and raw/ for runs outside the state machine. Read only.
+            _statement("ReadUploads", ["s3:GetObject"], [c.objects("raw/"), c.objects("staging/")]),
             # Delta tables: S3A writes, overwrites (replaceWhere) and deletes temporary/old files;
             # AbortMultipartUpload lets S3A clean up a failed large-file upload.
             _statement(

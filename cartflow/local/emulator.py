@@ -103,7 +103,7 @@ class EmulatorProcess:
     log_path: Path
     _log: IO[bytes]
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -125,7 +125,8 @@ def start_emulator(
     log_dir = log_dir or settings.state_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     data_dir = log_dir / f"ministack-{port}"
-    shutil.rmtree(data_dir, ignore_errors=True)
+    if not settings.emulator_persist:
+        shutil.rmtree(data_dir, ignore_errors=True)
     log_path = log_dir / f"ministack-{port}.log"
     log = log_path.open("wb")
     env = {
@@ -136,6 +137,10 @@ def start_emulator(
         "S3_DATA_DIR": str(data_dir / "s3"),
         "LOG_LEVEL": "WARNING",
     }
+    if settings.emulator_persist:
+        # S3 objects are written through to disk; the other services' state is saved on a
+        # clean shutdown (SIGTERM) and loaded at start.
+        env.update(PERSIST_STATE="1", S3_PERSIST="1", STATE_DIR=str(data_dir / "state"))
     proc = subprocess.Popen([str(exe)], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     emu = EmulatorProcess(endpoint, proc, log_path, log)
     deadline = time.monotonic() + timeout

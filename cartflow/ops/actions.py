@@ -16,7 +16,15 @@ from cartflow.core.batch_table import BatchTable, Chunk
 from cartflow.core.deps import Deps, scan_items
 from cartflow.core.errors import error_code
 from cartflow.core.exceptions import CartflowError
-from cartflow.core.models import PROCESSED_PREFIX, RAW_PREFIX, REJECTED_PREFIX, BatchStatus, RawFile
+from cartflow.core.models import (
+    DELETED_REASON,
+    PROCESSED_PREFIX,
+    RAW_PREFIX,
+    REJECTED_PREFIX,
+    BatchStatus,
+    EventStatus,
+    RawFile,
+)
 from cartflow.ops.views import outcomes_of
 from services.controller import START_GRACE_MS
 from services.dispatch import execution_name
@@ -50,19 +58,26 @@ class RetryResult:
     previous_execution: str | None
 
 
+def source_exists(deps: Deps, chunk: Chunk, uri: str) -> bool:
+    """Whether the bytes a chunk's file is read from still exist: the uploaded version in raw/,
+    or for a backfill the archived copy it re-runs."""
+    f = RawFile.from_uri(uri)
+    if uri in chunk.file_sources:
+        key, extra = chunk.file_sources[uri], {}
+    else:
+        key, extra = f.key, ({"VersionId": chunk.file_versions[uri]} if uri in chunk.file_versions else {})
+    try:
+        deps.clients.s3.head_object(Bucket=f.bucket, Key=key, **extra)
+        return True
+    except ClientError as exc:
+        if error_code(exc) not in ("404", "NoSuchKey", "NotFound", "NoSuchVersion", "400"):
+            raise
+        return False
+
+
 def missing_raw_files(deps: Deps, chunk: Chunk) -> list[str]:
-    """The chunk's raw objects that are gone (a retry would fail validation on them)."""
-    s3 = deps.clients.s3
-    gone = []
-    for uri in chunk.file_paths:
-        f = RawFile.from_uri(uri)
-        try:
-            s3.head_object(Bucket=f.bucket, Key=f.key)
-        except ClientError as exc:
-            if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
-                raise
-            gone.append(uri)
-    return gone
+    """The chunk's uploads whose bytes are gone (a retry would reject them as deleted)."""
+    return [uri for uri in chunk.file_paths if not source_exists(deps, chunk, uri)]
 
 
 def retry_batch(deps: Deps, batch_id: str) -> RetryResult:
@@ -135,6 +150,11 @@ def audit(deps: Deps, *, stuck_after_s: float = 300.0) -> list[Finding]:
     findings: list[Finding] = []
 
     pointing: dict[str, list[str]] = defaultdict(list)  # batch_id -> event s3 paths
+    removals = [e for e in events if e.get("status") == EventStatus.REMOVAL.value]
+    events = [e for e in events if e.get("status") != EventStatus.REMOVAL.value]
+    for e in removals:
+        if not e.get("processed_flag") and float(e.get("debounce_deadline", now)) < now - stuck_after_s:
+            findings.append(Finding("stuck_event", e["s3_path"], "a delete waiting long past its window (debouncer down?)"))
     for e in events:
         if e.get("batch_id"):
             pointing[e["batch_id"]].append(e["s3_path"])
@@ -169,11 +189,13 @@ def audit(deps: Deps, *, stuck_after_s: float = 300.0) -> list[Finding]:
             if c.status == BatchStatus.DONE.value:
                 # Validation may have rejected the file as a whole: then it lives under rejected/.
                 outcome = outcomes_of(c).get(uri)
+                if outcome is not None and outcome.reason == DELETED_REASON:
+                    continue  # deleted before the batch read it: a terminal state with nothing to archive
                 prefix = REJECTED_PREFIX if outcome is not None and outcome.status == "rejected" else PROCESSED_PREFIX
                 if f"{prefix}{c.batch_id}/{key[len(RAW_PREFIX) :]}" not in archived:
                     findings.append(Finding("not_archived", c.batch_id, f"{uri} done but not under {prefix}{c.batch_id}/"))
-            if c.status == BatchStatus.FAILED.value and key not in raw:
-                findings.append(Finding("failed_file_gone", c.batch_id, f"{uri} missing from raw/: cannot be retried"))
+            if c.status == BatchStatus.FAILED.value and not source_exists(deps, c, uri):
+                findings.append(Finding("failed_file_gone", c.batch_id, f"{uri}: its uploaded version is gone: cannot be retried"))
     return findings
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,10 +17,13 @@ from cartflow.core.deps import Deps, scan_items
 from cartflow.core.errors import APPLY_HINT, BadInput, describe_target, error_code
 from cartflow.core.exceptions import InfraError
 from cartflow.core.models import (
+    BATCH_ID_RE,
+    DELETED_REASON,
     RAW_PREFIX,
     VALIDATION_OUTPUT_PREFIX,
     BatchStatus,
     DataType,
+    EventStatus,
     FileOutcome,
     ValidationResult,
 )
@@ -36,8 +38,10 @@ FILE_STATE = {
 }
 ARCHIVED = "archived"
 REJECTED = "rejected"  # at ingest (bad key) or by validation (bad file): archived under rejected/
+SUPERSEDED = EventStatus.SUPERSEDED.value  # a later upload of the key replaced it before batching
+DELETED = EventStatus.DELETED.value  # the key was deleted before its batch read it: nothing to archive
 
-TERMINAL_FILE_STATES = frozenset({ARCHIVED, "failed (kept in raw/)", REJECTED})
+TERMINAL_FILE_STATES = frozenset({ARCHIVED, "failed (kept in raw/)", REJECTED, SUPERSEDED, DELETED})
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class FileState:
     reason: str | None
     quarantined_rows: int | None = None  # known once the batch is done
     arrived_at: float | None = None  # the upload's S3 event time (epoch seconds)
+    version_id: str | None = None  # the upload's S3 version: several uploads of one key are told apart by it
 
 
 def outcomes_of(chunk: Chunk) -> dict[str, FileOutcome]:
@@ -71,23 +76,27 @@ def files(deps: Deps, known_batches: list[Chunk] | None = None) -> list[FileStat
     out = []
     outcomes: dict[str, dict[str, FileOutcome]] = {}
     for e in scan(deps, deps.settings.events_table):
+        if e.get("status") == EventStatus.REMOVAL.value:
+            continue  # a delete of a key, not an upload: its effect shows on the uploads it withdrew
         batch_id = e.get("batch_id")
         quarantined: int | None = None
-        if e.get("status") == "rejected":
-            state, reason = "rejected", e.get("reason")
+        if e.get("status") in (REJECTED, SUPERSEDED, DELETED):
+            state, reason = e["status"], e.get("reason")
         elif batch_id and batch_id in chunks:
             chunk = chunks[batch_id]
             state, reason = FILE_STATE[chunk.status], chunk.error
             outcome = outcomes.setdefault(batch_id, outcomes_of(chunk)).get(e["s3_path"])
-            if outcome is not None and outcome.status == "rejected":
+            if outcome is not None and outcome.status == "rejected" and outcome.reason == DELETED_REASON:
+                state, reason = DELETED, outcome.reason
+            elif outcome is not None and outcome.status == "rejected":
                 state, reason = REJECTED, outcome.reason
             elif outcome is not None:
                 quarantined = outcome.quarantined_rows
         else:
             state, reason = "waiting (debounce)", None
         arrived = float(e["arrival_timestamp"]) if "arrival_timestamp" in e else None
-        out.append(FileState(e["s3_path"], e["group_key"], state, batch_id, reason, quarantined, arrived))
-    return sorted(out, key=lambda f: (f.group_key, f.s3_path))
+        out.append(FileState(e["s3_path"], e["group_key"], state, batch_id, reason, quarantined, arrived, e.get("version_id")))
+    return sorted(out, key=lambda f: (f.group_key, f.s3_path, f.arrived_at or 0.0))
 
 
 def is_settled(deps: Deps, expected_files: int) -> bool:
@@ -173,9 +182,6 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-BATCH_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
-
-
 def validation_result(deps: Deps, batch_id: str) -> ValidationResult | None:
     """validation_output/<batch_id>.json, or None if the batch has not been validated (yet)."""
     if not BATCH_ID_RE.match(batch_id):
@@ -197,9 +203,10 @@ class LedgerRow:
 
     s3_path: str
     arrived_at: float | None
-    outcome: str  # processed | rejected | failed | in progress
+    outcome: str  # processed | rejected | superseded | deleted | failed | in progress
     batch_id: str | None
     detail: str  # e.g. "processed in batch X, 3 quarantined rows" / "rejected: <reason>"
+    version_id: str | None = None
 
 
 def ledger(deps: Deps) -> list[LedgerRow]:
@@ -209,20 +216,15 @@ def ledger(deps: Deps) -> list[LedgerRow]:
         if f.state == ARCHIVED:
             n = f.quarantined_rows
             quarantined = "" if n is None else f", {n} quarantined row{'s' if n != 1 else ''}"
-            rows.append(
-                LedgerRow(f.s3_path, f.arrived_at, "processed", f.batch_id, f"processed in batch {f.batch_id}{quarantined}")
-            )
-        elif f.state == REJECTED:
-            rows.append(LedgerRow(f.s3_path, f.arrived_at, "rejected", f.batch_id, f"rejected: {f.reason}"))
+            outcome, detail = "processed", f"processed in batch {f.batch_id}{quarantined}"
+        elif f.state in (REJECTED, SUPERSEDED, DELETED):
+            outcome, detail = f.state, f"{f.state}: {f.reason}"
         elif f.state == FILE_STATE[BatchStatus.FAILED.value]:
-            rows.append(
-                LedgerRow(
-                    f.s3_path, f.arrived_at, "failed", f.batch_id, f"failed batch {f.batch_id}: {f.reason or 'no error recorded'}"
-                )
-            )
+            outcome, detail = "failed", f"failed batch {f.batch_id}: {f.reason or 'no error recorded'}"
         else:
             since = "" if f.arrived_at is None else datetime.fromtimestamp(f.arrived_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-            rows.append(LedgerRow(f.s3_path, f.arrived_at, "in progress", f.batch_id, f"in progress ({f.state}) since {since}"))
+            outcome, detail = "in progress", f"in progress ({f.state}) since {since}"
+        rows.append(LedgerRow(f.s3_path, f.arrived_at, outcome, f.batch_id, detail, f.version_id))
     return sorted(rows, key=lambda r: (r.arrived_at or 0.0, r.s3_path))
 
 
@@ -236,6 +238,7 @@ TERMINAL_STEPS = frozenset({"done", "failed"})
 # The state machine's states (orchestrator/state_machine.asl.json) as steps people read.
 STEP_OF_STATE = {
     "CheckCurrent": "validating",
+    "StageRawFiles": "staging",
     "Validate": "validating",
     "CheckValidation": "validating",
     "Transform": "transforming",

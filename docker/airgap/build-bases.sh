@@ -7,9 +7,11 @@
 # What it does, per image, skipping any image that already exists (idempotent; a
 # re-run with everything present takes about a second):
 #   * every `FROM` of services/Dockerfile and spark/Dockerfile (e.g.
-#     python:3.11-slim-bookworm): try `docker pull`; if that fails, build a stand-in
-#     from `debootstrap --variant=minbase <suite>` + `docker import`, with the extra CA
-#     certificates added, and tag it with EXACTLY the name the Dockerfile uses;
+#     python:3.11-slim-bookworm, golang:1.26.8-bookworm): try `docker pull`; if that
+#     fails, build a stand-in from `debootstrap --variant=minbase <suite>` + `docker
+#     import`, with the extra CA certificates added (golang: + that Go release, fetched
+#     by the host's `go` as GOTOOLCHAIN does), and tag it with EXACTLY the name the
+#     Dockerfile uses;
 #   * the emulator image named in .env (MINISTACK_IMAGE, e.g.
 #     ministackorg/ministack:1.5.33): try `docker pull`; if that fails, build it from
 #     `pip install ministack==<tag>` (docker/airgap/ministack.Dockerfile).
@@ -31,7 +33,7 @@ while [[ $# -gt 0 ]]; do
         --ca-dir) CA_DIR="$2"; shift 2 ;;
         --force) FORCE=1; shift ;;
         --no-pull) TRY_PULL=0; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -135,10 +137,31 @@ build_python() {
     fi
 }
 
+# golang:<ver>-<suite>: Debian minbase + exactly that Go release. The host's `go` gets it
+# the way GOTOOLCHAIN=go<ver> does (the golang.org/toolchain module from the Go module
+# proxy, checked against sum.golang.org; the host's own GOROOT if it already is <ver>).
+build_golang() {
+    local name="$1" gover="$2" suite="$3"
+    command -v go >/dev/null || { log "go missing: the $name stand-in takes its Go release from the host's go (1.21+)"; exit 1; }
+    build_debian "$suite"
+    local goroot got
+    goroot="$(GOTOOLCHAIN="go$gover" GOFLAGS= go env GOROOT)" || { log "could not get Go $gover through the host's go"; exit 1; }
+    got="$("$goroot/bin/go" env GOVERSION)"
+    [[ "$got" == "go$gover" ]] || { log "$goroot holds $got, not go$gover"; exit 1; }
+    log "docker build $name (Go $gover from $goroot)"
+    # The context streams from tar: the Dockerfile + that GOROOT, nothing copied to disk.
+    tar -cf - -C "$HERE" --transform 's,^golang\.Dockerfile$,Dockerfile,' golang.Dockerfile \
+        -C "$(dirname "$goroot")" "$(basename "$goroot")" |
+        "$DOCKER" build -q --build-arg "BASE=cartflow-airgap/debian:$suite" \
+            --build-arg "GOROOT_DIR=$(basename "$goroot")" --label "$LABEL" -t "$name" - >/dev/null
+}
+
 build_base() {
     local name="$1"
     if [[ "$name" =~ ^python:([0-9]+\.[0-9]+)-slim-([a-z]+)$ ]]; then
         build_python "$name" "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+    elif [[ "$name" =~ ^golang:([0-9]+\.[0-9]+\.[0-9]+)-([a-z]+)$ ]]; then
+        build_golang "$name" "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
     elif [[ "$name" =~ ^debian:([a-z]+)(-slim)?$ ]]; then
         build_debian "${BASH_REMATCH[1]}"
         "$DOCKER" tag "cartflow-airgap/debian:${BASH_REMATCH[1]}" "$name"

@@ -341,7 +341,7 @@ def test_broken_files_are_rejected_one_by_one_with_their_reason(lake: Lake) -> N
     assert result.rejected_files == {
         missing_columns: "header is missing column(s) delivered_at, num_of_item",
         empty: "file is empty (0 bytes)",
-        gone: "file does not exist (deleted after upload?)",
+        gone: "deleted before its batch read it",
     }
     assert len(lake.table("validated", "products")) == len(PRODUCTS)
     assert not lake.has_table("validated", "orders")

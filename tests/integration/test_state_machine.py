@@ -240,6 +240,7 @@ def test_success_archives_marks_done_releases_lock_and_notifies(stack: Stack, jo
     assert desc["status"] == "SUCCEEDED", desc
     assert _path(stack, desc) == [
         "CheckCurrent",
+        "StageRawFiles",
         "Validate",
         "CheckValidation",
         "Transform",
@@ -273,6 +274,41 @@ def test_keys_as_people_name_exports_are_archived(stack: Stack, jobs: StubJobs) 
     assert {a.archive_key for a in batch.archive} <= _keys(stack, f"processed/{batch.batch_id}/")
 
 
+def test_an_overwrite_while_in_flight_is_neither_read_nor_archived_nor_deleted(stack: Stack, jobs: StubJobs) -> None:
+    """The batch holds version 1 of a key; version 2 lands before the jobs read it. The
+    jobs see version 1 (staged), the archive gets version 1, raw/ keeps only version 2."""
+    s3, bucket = stack.clients.s3, stack.settings.bucket
+    key = f"raw/orders/overwrite-{uuid.uuid4().hex[:8]}.csv"
+    v1 = s3.put_object(Bucket=bucket, Key=key, Body=b"id\n1\n")["VersionId"]
+    batch = _new_batch(stack)
+    batch = BatchInput.from_files(
+        batch_id=batch.batch_id,
+        group_key=batch.group_key,
+        bucket=bucket,
+        processing_date=batch.processing_date,
+        files=[RawFile.parse(bucket, key)],
+        versions={f"s3://{bucket}/{key}": v1},
+    )
+    v2 = s3.put_object(Bucket=bucket, Key=key, Body=b"id\n2\n")["VersionId"]
+    seen: list[bytes] = []
+
+    def read_staged(b: BatchInput) -> ValidationResult:
+        staged = b.read_uri(f"s3://{bucket}/{key}").split("/", 3)[-1]
+        seen.append(s3.get_object(Bucket=bucket, Key=staged)["Body"].read())
+        return passed(b)
+
+    jobs.validate = read_staged
+    desc = _run(stack, batch)
+    assert desc["status"] == "SUCCEEDED", desc
+    assert seen == [b"id\n1\n"]
+    (item,) = batch.archive
+    assert s3.get_object(Bucket=bucket, Key=item.archive_key)["Body"].read() == b"id\n1\n"
+    versions = s3.list_object_versions(Bucket=bucket, Prefix=key).get("Versions", [])
+    assert [(v["VersionId"], v["IsLatest"]) for v in versions] == [(v2, True)]
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"id\n2\n"
+    assert not _keys(stack, f"staging/{batch.batch_id}/")
+
+
 def test_validation_failed_notifies_marks_failed_and_keeps_raw_files(stack: Stack, jobs: StubJobs) -> None:
     jobs.validate = lambda b: passed(b).model_copy(update={"status": "failed", "errors": ["orders: missing order_id"]})
     transform_calls: list[str] = []
@@ -283,6 +319,7 @@ def test_validation_failed_notifies_marks_failed_and_keeps_raw_files(stack: Stac
     assert desc["status"] == "FAILED", desc
     assert _path(stack, desc) == [
         "CheckCurrent",
+        "StageRawFiles",
         "Validate",
         "CheckValidation",
         "ValidationRejected",
@@ -328,6 +365,7 @@ def test_transform_failing_is_retried_then_takes_the_failure_path(
     assert desc["status"] == "FAILED", desc
     assert _path(stack, desc) == [
         "CheckCurrent",
+        "StageRawFiles",
         "Validate",
         "CheckValidation",
         "Transform",
@@ -402,7 +440,7 @@ def test_failed_copy_leaves_every_raw_file_in_place(stack: Stack, jobs: StubJobs
     desc = _run(stack, batch)
 
     assert desc["status"] == "FAILED", desc
-    assert _path(stack, desc)[4:] == [
+    assert _path(stack, desc)[5:] == [
         "ArchiveRawFiles",
         "ArchiveFailed",
         "NotifyFailure",

@@ -28,7 +28,6 @@ FUNCTION_SOURCES = [
     *sorted((REPO / "services").glob("*.py")),
     REPO / "cartflow/core/aws.py",
     REPO / "cartflow/core/batch_table.py",  # the functions' batch_chunks table
-    REPO / "services/lambda_runtime.py",
 ]
 JOB_SOURCES = [*sorted((REPO / "spark/jobs").rglob("*.py")), REPO / "cartflow/core/aws.py"]
 COMPOSE_FUNCTIONS = ("ingest", "debouncer", "stream-trigger", "controller")
@@ -206,6 +205,10 @@ def test_spark_task_runs_the_job_cli_as_the_e2e_test_does(template: dict[str, An
 
 
 def test_services_image_can_run_the_lambda_entrypoint() -> None:
+    """Lambda runs ImageConfig.EntryPoint + Command: the image's own entry script, given a handler."""
+    from cartflow.infra.cloudformation import LAMBDA_ENTRYPOINT
+
     dockerfile = (REPO / "services/Dockerfile").read_text()
-    assert "COPY cartflow ./cartflow" in dockerfile  # services.lambda_runtime is in the image
-    assert re.search(r"PATH=/opt/venv/bin:\$PATH", dockerfile)  # `python` is the venv's, with every dependency
+    assert _entrypoint(REPO / "services/Dockerfile") == LAMBDA_ENTRYPOINT
+    assert f"COPY --from=build /out/lambda-entrypoint.sh {LAMBDA_ENTRYPOINT[0]}" in dockerfile
+    assert re.search(r"PATH=/opt/venv/bin:\$PATH", dockerfile)  # `python` is the venv's, with awslambdaric

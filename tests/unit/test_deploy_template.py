@@ -15,7 +15,7 @@ from cartflow.infra import cloudformation as tpl
 from cartflow.infra import iam
 from cartflow.infra.cloudformation import FUNCTIONS, MAX_TEMPLATE_BODY_BYTES, TemplateOptions, build_template, template_body
 from cartflow.infra.intrinsics import GetAtt, Ref, Sub, check_names, sub, to_json
-from orchestrator.render import AWS_RETRY_DEFAULTS, build_definition
+from orchestrator.render import AWS_RETRY_DEFAULTS, build_definition, without_comments
 from tests.cfn_resolve import ACCOUNT, REGION, resolve, sample_values
 
 SETTINGS = Settings()
@@ -164,7 +164,7 @@ def test_one_image_function_per_handler(template: dict[str, Any]) -> None:
         props = functions[f"{f.logical}Function"]["Properties"]
         assert props["PackageType"] == "Image"
         assert props["Code"] == {"ImageUri": {"Ref": "ServicesImageUri"}}
-        assert props["ImageConfig"] == {"EntryPoint": ["python", "-m", "services.lambda_runtime"], "Command": [f.handler]}
+        assert props["ImageConfig"] == {"EntryPoint": ["/lambda-entrypoint.sh"], "Command": [f.handler]}
         module_name, _, attr = f.handler.rpartition(".")
         handler = getattr(importlib.import_module(module_name), attr)
         assert list(inspect.signature(handler).parameters) == ["event", "context"]
@@ -317,7 +317,9 @@ def test_state_machine_is_the_aws_rendering(template: dict[str, Any], values: di
             "ecs_assign_public_ip": "ENABLED",
         },
     )
-    assert deployed_definition(template, values) == expected
+    # ... without the Comments, which document the template in the repository only.
+    assert deployed_definition(template, values) == without_comments(expected)
+    assert "Comment" in json.dumps(expected) and '"Comment"' not in json.dumps(deployed_definition(template, values))
     props = template["Resources"]["StateMachine"]["Properties"]
     assert props["StateMachineName"] == spec["state_machine"]["name"]
     assert props["RoleArn"] == {"Fn::GetAtt": ["StateMachineRole", "Arn"]}

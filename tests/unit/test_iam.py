@@ -55,7 +55,10 @@ EXPECTED_ACTIONS: dict[str, set[str]] = {
     },
     "state-machine": {
         "s3:GetObject",
+        "s3:GetObjectVersion",
         "s3:GetObjectTagging",
+        "s3:GetObjectVersionTagging",
+        "s3:DeleteObjectVersion",
         "s3:PutObject",
         "s3:PutObjectTagging",
         "s3:DeleteObject",
@@ -260,6 +263,7 @@ def test_spark_job_lists_only_its_prefixes(docs: dict[str, dict[str, Any]]) -> N
         "kpis/*",
         "quarantine/*",
         "raw/*",
+        "staging/*",
         "validated/*",
     ]
 

@@ -59,7 +59,35 @@ def test_batch_input_splits_paths_by_type_and_plans_archive() -> None:
         "processed/b1-2025-07-08-000/products/p.csv",
         "processed/b1-2025-07-08-000/order_lines/l.csv",
     }
-    assert all(a.copy_source == f"b/{a.source_key}" for a in bi.archive)
+    # The jobs read staged copies; the archive copies the staged copy, never raw/ again.
+    assert bi.staged
+    assert all(a.staged_key == "staging/b1-2025-07-08-000/" + a.source_key[len("raw/") :] for a in bi.archive)
+    assert all(a.copy_source == f"b/{a.staged_key}" for a in bi.archive)
+    assert all(a.read_source == f"b/{a.source_key}" and a.version_id is None and a.delete_raw for a in bi.archive)
+    assert bi.read_uri("s3://b/raw/orders/o1.csv") == "s3://b/staging/b1-2025-07-08-000/orders/o1.csv"
+
+
+def test_each_upload_is_read_and_archived_by_its_version() -> None:
+    files = [RawFile.parse("b", "raw/orders/a b.csv"), RawFile.parse("b", "raw/orders/c.csv")]
+    bi = BatchInput.from_files(
+        batch_id="b2-2025-07-08-000",
+        group_key="2025-07-08",
+        bucket="b",
+        processing_date="2025-07-09",
+        files=files,
+        versions={"s3://b/raw/orders/a b.csv": "v+1/x"},
+        sources={"s3://b/raw/orders/c.csv": "processed/b1/orders/c.csv"},
+        replaces=["b1"],
+    )
+    by_key = {a.source_key: a for a in bi.archive}
+    versioned, backfilled = by_key["raw/orders/a b.csv"], by_key["raw/orders/c.csv"]
+    # The version is URL-encoded inside CopySource, as S3 parses it.
+    assert versioned.read_source == "b/raw/orders/a%20b.csv?versionId=v%2B1%2Fx"
+    assert versioned.version_id == "v+1/x" and versioned.delete_raw
+    # A backfill reads the archived copy and leaves it in place.
+    assert backfilled.read_source == "b/processed/b1/orders/c.csv"
+    assert backfilled.version_id is None and not backfilled.delete_raw
+    assert bi.replaces == ["b1"]
 
 
 def test_batch_id_must_be_a_valid_execution_name() -> None:

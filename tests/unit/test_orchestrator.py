@@ -76,6 +76,7 @@ def test_the_top_level_flow() -> None:
     states = rendered("local")["States"]
     assert list(states) == [
         "CheckCurrent",
+        "StageRawFiles",
         "NotCurrent",
         "Validate",
         "CheckValidation",
@@ -86,6 +87,7 @@ def test_the_top_level_flow() -> None:
         "ReleaseLock",
         "NotifySuccess",
         "ValidationRejected",
+        "StageFailed",
         "ValidateFailed",
         "TransformFailed",
         "ArchiveFailed",
@@ -103,7 +105,14 @@ def test_the_top_level_flow() -> None:
     assert states["BatchFailed"]["Type"] == "Fail"
     assert states["NotifySuccess"]["End"] is True
     # A duplicate execution of a batch that is not processing ends quietly, before any job.
-    assert states["CheckCurrent"]["Next"] == "Validate"
+    assert states["CheckCurrent"]["Next"] == "StageRawFiles"
+    # The jobs read staged copies of exactly the uploaded versions; only a vanished version is tolerated.
+    assert states["StageRawFiles"]["Next"] == "Validate"
+    stage = states["StageRawFiles"]["ItemProcessor"]["States"]["StageUpload"]
+    assert stage["Parameters"]["CopySource.$"] == "$.read_source"
+    assert {e for c in stage["Catch"] for e in c["ErrorEquals"]} == {"S3.NoSuchKeyException", "S3.NoSuchVersionException"}
+    deletes = states["DeleteRawFiles"]["ItemProcessor"]["States"]
+    assert deletes["DeleteRawVersion"]["Parameters"]["VersionId.$"] == "$.version_id"
     assert states["CheckCurrent"]["Catch"][0] == {
         "ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"],
         "ResultPath": "$.error",
@@ -111,7 +120,7 @@ def test_the_top_level_flow() -> None:
     }
     assert states["NotCurrent"]["Type"] == "Succeed"
     # Every failure path goes through the notice, then the status, then the lock, then Fail.
-    for name in ("ValidationRejected", "ValidateFailed", "TransformFailed", "ArchiveFailed", "DeleteRawFailed", "MarkDoneFailed"):
+    for name in ("ValidationRejected", "StageFailed", "ValidateFailed", "TransformFailed", "ArchiveFailed", "DeleteRawFailed", "MarkDoneFailed"):
         assert states[name]["Next"] == "NotifyFailure"
     assert [states[n]["Next"] for n in ("NotifyFailure", "MarkFailed", "ReleaseLockAfterFailure")] == [
         "MarkFailed",

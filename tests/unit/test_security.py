@@ -185,8 +185,11 @@ def test_archive_targets_stay_under_their_batch_prefix() -> None:
     for item in batch.archive:
         assert item.archive_key.startswith(prefix) and posixpath.normpath(item.archive_key) == item.archive_key
         # CopyObject's source is URL-encoded (S3 decodes it): a key with spaces or unicode survives.
-        assert unquote(item.copy_source) == f"{BUCKET}/{item.source_key}" and item.source_key.startswith("raw/")
-        assert item.copy_source.isascii() and " " not in item.copy_source
+        assert unquote(item.read_source) == f"{BUCKET}/{item.source_key}" and item.source_key.startswith("raw/")
+        assert unquote(item.copy_source) == f"{BUCKET}/{item.staged_key}"
+        assert item.staged_key.startswith(f"staging/{batch.batch_id}/")
+        assert posixpath.normpath(item.staged_key) == item.staged_key
+        assert item.copy_source.isascii() and " " not in item.copy_source and item.read_source.isascii()
         assert item.archive_key[len(prefix) :] == item.source_key[len("raw/") :]
 
 

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from cartflow.core.models import FILE_REGISTRY_PREFIX, RAW_PREFIX, REJECTED_PREFIX, ArchiveItem, BatchInput, DataType, FileOutcome
+from cartflow.core.models import (
+    DELETED_REASON,
+    FILE_REGISTRY_PREFIX,
+    RAW_PREFIX,
+    REJECTED_PREFIX,
+    ArchiveItem,
+    BatchInput,
+    DataType,
+    FileOutcome,
+)
 from spark.jobs.contracts import Contract
 from spark.jobs.delta_io import read_delta_if_exists
 from spark.jobs.filecheck import FileInspection, inspect_file
@@ -16,14 +26,20 @@ from spark.jobs.rowcheck import duplicate_file_reason
 from spark.jobs.storage import Storage, as_s3_uri, join_uri
 from spark.jobs.validation.columns import BATCH_ID, SOURCE_FILE
 
-MISSING_FILE = "file does not exist (deleted after upload?)"
+# Its staged copy is missing: the uploaded version was gone when the batch staged it.
+MISSING_FILE = DELETED_REASON
 
 
 @dataclass(frozen=True)
 class SourceFile:
-    uri: str
+    uri: str  # the raw URI: the file's name in every outcome, registry row and report
     dataset: str
     inspection: FileInspection
+    read_uri: str = ""  # where its bytes are read (the batch's staged copy); "" = uri
+
+    @property
+    def location(self) -> str:
+        return self.read_uri or self.uri
 
 
 @dataclass
@@ -41,11 +57,12 @@ def inspect_batch(storage: Storage, contracts: dict[str, Contract], batch: Batch
     for data_type in DataType:
         contract = contracts[data_type.value]
         for uri in batch.paths(data_type):
+            read_uri = batch.read_uri(uri)
             try:
-                inspection = inspect_file(partial(storage.iter_bytes, uri), contract, name=uri)
+                inspection = inspect_file(partial(storage.iter_bytes, read_uri), contract, name=uri)
             except FileNotFoundError:
                 inspection = FileInspection(size=0, sha256="", reason=MISSING_FILE)
-            sources.append(SourceFile(uri=uri, dataset=contract.dataset, inspection=inspection))
+            sources.append(SourceFile(uri=uri, dataset=contract.dataset, inspection=inspection, read_uri=read_uri))
     return sources
 
 
@@ -84,14 +101,18 @@ def decide_files(sources: list[SourceFile], earlier: dict[str, tuple[str, str]])
     return structure
 
 
-def earlier_copies(spark: SparkSession, warehouse: str, sources: list[SourceFile], batch_id: str) -> dict[str, tuple[str, str]]:
-    """sha256 -> (uri, batch) for files of this batch that another batch already accepted."""
+def earlier_copies(
+    spark: SparkSession, warehouse: str, sources: list[SourceFile], batch_id: str, replaces: Sequence[str] = ()
+) -> dict[str, tuple[str, str]]:
+    """sha256 -> (uri, batch) for files of this batch that another batch already accepted
+    (not counting the batches a backfill re-runs: it replaces them)."""
     hashes = sorted({s.inspection.sha256 for s in sources if s.inspection.reason is None})
     registry = read_delta_if_exists(spark, join_uri(warehouse, FILE_REGISTRY_PREFIX))
     if registry is None or not hashes:
         return {}
+    owners = [batch_id, *replaces]
     rows = (
-        registry.where((F.col("status") == "accepted") & (F.col(BATCH_ID) != batch_id) & F.col("sha256").isin(hashes))
+        registry.where((F.col("status") == "accepted") & ~F.col(BATCH_ID).isin(owners) & F.col("sha256").isin(hashes))
         .select("sha256", SOURCE_FILE, BATCH_ID)
         .collect()  # a handful of metadata rows, never data
     )

@@ -38,7 +38,7 @@ def run_validation(
     require_utc(spark)
 
     sources = inspect_batch(storage, contracts, batch)
-    structure = decide_files(sources, earlier_copies(spark, warehouse, sources, batch.batch_id))
+    structure = decide_files(sources, earlier_copies(spark, warehouse, sources, batch.batch_id, batch.replaces))
     result = ValidationResult(
         batch_id=batch.batch_id,
         processing_date=batch.processing_date,

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
+from functools import partial
 
 from pyspark.sql import Column as SparkColumn
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from cartflow.core.models import FILE_REGISTRY_PREFIX, QUARANTINE_PREFIX, VALIDATED_PREFIX, BatchInput, FileOutcome
+from cartflow.core.models import BATCH_ID_RE, FILE_REGISTRY_PREFIX, QUARANTINE_PREFIX, VALIDATED_PREFIX, BatchInput, FileOutcome
 from spark.jobs.contracts import Contract
 from spark.jobs.delta_io import dataset_uri
+from spark.jobs.frames import local_frame
 from spark.jobs.session import to_spark_uri
 from spark.jobs.storage import join_uri
+from spark.jobs.together import run_together
 from spark.jobs.validation.columns import (
     _RAW,
     BATCH_ID,
@@ -48,20 +51,33 @@ def write_tables(
         offsets=counts.split_offsets(),
         shifts={s.uri: s.inspection.line_shifts for files in structure.accepted.values() for s in files},
     )
+    # A backfill also replaces the rows of the batches it re-runs (BatchInput.replaces).
+    owners = [batch.batch_id, *batch.replaces]
+    # Every table is written by its own thread: each write is mostly fixed driver-side cost.
+    writes = []
     for dataset, frame in checked.items():
         contract = contracts[dataset]
-        replace_batch_rows(valid_rows(frame, contract, batch), dataset_uri(warehouse, VALIDATED_PREFIX, dataset), batch.batch_id)
-        replace_batch_rows(
-            quarantined_rows(frame, contract, batch, lines),
-            dataset_uri(warehouse, QUARANTINE_PREFIX, dataset),
-            batch.batch_id,
+        writes.append(
+            partial(replace_batch_rows, valid_rows(frame, contract, batch), dataset_uri(warehouse, VALIDATED_PREFIX, dataset), owners)
         )
-    replace_batch_rows(
-        registry_frame(spark, list(structure.outcomes.values()), batch),
-        join_uri(warehouse, FILE_REGISTRY_PREFIX),
-        batch.batch_id,
-        partition_by=None,
+        writes.append(
+            partial(
+                replace_batch_rows,
+                quarantined_rows(frame, contract, batch, lines),
+                dataset_uri(warehouse, QUARANTINE_PREFIX, dataset),
+                owners,
+            )
+        )
+    writes.append(
+        partial(
+            replace_batch_rows,
+            registry_frame(spark, list(structure.outcomes.values()), batch),
+            join_uri(warehouse, FILE_REGISTRY_PREFIX),
+            owners,
+            partition_by=None,
+        )
     )
+    run_together(writes)
 
 
 def valid_rows(checked: DataFrame, contract: Contract, batch: BatchInput) -> DataFrame:
@@ -94,12 +110,18 @@ def _lineage_columns(batch: BatchInput) -> list[SparkColumn]:
     ]
 
 
-def replace_batch_rows(frame: DataFrame, uri: str, batch_id: str, partition_by: str | None = PROCESSING_DATE) -> None:
-    """Overwrite only this batch's rows (creates the table on first write)."""
+def replace_batch_rows(
+    frame: DataFrame, uri: str, batch_ids: str | Sequence[str], partition_by: str | None = PROCESSING_DATE
+) -> None:
+    """Overwrite only these batches' rows (creates the table on first write)."""
+    ids = [batch_ids] if isinstance(batch_ids, str) else list(batch_ids)
+    if not all(BATCH_ID_RE.match(b) for b in ids):
+        raise ValueError(f"not batch ids: {ids!r}")
+    owned = ", ".join(f"'{b}'" for b in ids)  # [A-Za-z0-9_-] only: nothing to escape
     writer = (
         frame.write.format("delta")
         .mode("overwrite")
-        .option("replaceWhere", f"{BATCH_ID} = '{batch_id}'")  # batch_id matches [A-Za-z0-9_-]
+        .option("replaceWhere", f"{BATCH_ID} IN ({owned})")
         .option("mergeSchema", "true")  # tables written by an older version gain new columns
     )
     if partition_by:
@@ -128,4 +150,4 @@ def registry_frame(spark: SparkSession, outcomes: Sequence[FileOutcome], batch: 
         (batch.batch_id, day, o.uri, o.dataset, o.status, o.reason, o.sha256, o.size, o.rows, o.valid_rows, o.quarantined_rows)
         for o in outcomes
     ]
-    return spark.createDataFrame(rows, schema)
+    return local_frame(spark, rows, schema)  # no Python workers for a few metadata rows

@@ -31,7 +31,7 @@ def _read_one_file(spark: SparkSession, contract: Contract, source: SourceFile) 
         [T.StructField(name, T.StringType()) for name in positional] + [T.StructField(_CORRUPT, T.StringType())]
     )
     frame = spark.read.csv(
-        to_spark_uri(source.uri),
+        to_spark_uri(source.location),
         schema=schema,
         header=True,
         enforceSchema=True,  # the schema *is* the header, positionally

@@ -9,6 +9,7 @@ from pyspark.sql import types as T
 from cartflow.core.models import VALIDATED_PREFIX, BatchInput
 from spark.jobs.contracts import Contract
 from spark.jobs.delta_io import dataset_uri, read_delta_if_exists
+from spark.jobs.frames import local_frame
 from spark.jobs.validation.columns import BATCH_ID, ERRORS
 
 SPARK_TYPES: dict[str, T.DataType] = {
@@ -43,7 +44,7 @@ def referenceable_keys(
     if existing is not None:
         parts.append(existing.where(F.col(BATCH_ID) != batch.batch_id).select(key))
     if not parts:
-        return spark.createDataFrame([], T.StructType([T.StructField(key, key_type)]))
+        return local_frame(spark, [], T.StructType([T.StructField(key, key_type)]))
     keys = parts[0]
     for part in parts[1:]:
         keys = keys.unionByName(part)
