@@ -367,7 +367,9 @@ def main(argv: list[str] | None = None) -> int:
 
     shuffle = a.shuffle_partitions or Settings().spark_shuffle_partitions
     owned = a.workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="cartflow-bench-")) if owned else a.workdir.resolve()  # file:// URIs need an absolute path
+    workdir = (
+        Path(tempfile.mkdtemp(prefix="cartflow-bench-")) if owned else a.workdir.resolve()
+    )  # file:// URIs need an absolute path
     workdir.mkdir(parents=True, exist_ok=True)
     status = 0
     summaries = []

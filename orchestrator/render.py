@@ -95,7 +95,7 @@ OPTIONAL_PARAMS: dict[str, object] = {
     "distributed_min_input_bytes": NEVER_ROUTED,
     # AWS only: the distributed job states' EKS cluster and the image its pods run (see
     # cartflow/infra/distributed.py); unreachable while the threshold is NEVER_ROUTED.
-    **{name: NOT_CONFIGURED for name in ("eks_cluster", "eks_endpoint", "eks_certificate_authority", "spark_image")},
+    **dict.fromkeys(("eks_cluster", "eks_endpoint", "eks_certificate_authority", "spark_image"), NOT_CONFIGURED),
     "eks_namespace": "cartflow",
     "eks_service_account": "cartflow-spark",
 }
@@ -382,6 +382,22 @@ def _render_job_state(
     }
 
 
+def _without_distributed(template_states: Mapping[str, Any], states: dict[str, Any]) -> dict[str, Any]:
+    """No distributed engine (the threshold is NEVER_ROUTED): drop its job states, and a routing
+    Choice left without a route becomes a Pass to its Default (the definition stays small)."""
+    gone = {n for n, st in template_states.items() if st.get(JOB_MARKER, {}).get("engine") == "distributed"}
+    out: dict[str, Any] = {}
+    for name, state in states.items():
+        if name in gone:
+            continue
+        out[name] = state
+        if state.get("Type") == "Choice" and any(c.get("Next") in gone for c in state["Choices"]):
+            kept = [c for c in state["Choices"] if c.get("Next") not in gone]
+            note = {"Comment": "No distributed engine configured: every batch runs on one task."}
+            out[name] = {**state, "Choices": kept} if kept else {"Type": "Pass", **note, "Next": state["Default"]}
+    return out
+
+
 def load_template() -> dict[str, Any]:
     return json.loads(TEMPLATE_FILE.read_text(encoding="utf-8"))
 
@@ -399,9 +415,10 @@ def build_definition(target: Target, params: Mapping[str, object]) -> dict[str, 
     shared = {"job.input": job_input_parameters()} if "${job.input}" in json.dumps(bodies) else {}
     states: dict[str, Any] = {}
     for name, state in template["States"].items():
-        if JOB_MARKER in state:
-            state = _render_job_state(name, state, bodies[state[JOB_MARKER].get("engine", "task")], shared)
-        states[name] = state
+        engine = state[JOB_MARKER].get("engine", "task") if JOB_MARKER in state else None
+        states[name] = state if engine is None else _render_job_state(name, state, bodies[engine], shared)
+    if values["distributed_min_input_bytes"] == NEVER_ROUTED:
+        states = _without_distributed(template["States"], states)
     definition = {**template, "States": states}
     rendered = _substitute(definition, values, strict=True)
     deploy_time = {x for v in values.values() for x in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(x, DeployTime)}

@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from cartflow.core.batch_table import BatchTable
 from cartflow.core.deps import Deps, current_deps, query_items, to_ddb, values
-from cartflow.core.models import DELETED_REASON, SUPERSEDED_REASON, EventStatus
+from cartflow.core.models import DELETED_REASON, SUPERSEDED_REASON, EventStatus, RawFile
 
 logger = Logger(service="cartflow-debouncer")
 UNBATCHED_INDEX = "unbatched"
@@ -149,6 +149,12 @@ def settle_events(deps: Deps, events: list[PendingEvent], now: float) -> list[Pe
     settled = settle_replaced(events)
     done = {id(x.event) for x in settled}
     for x in settled:
+        if x.status is EventStatus.SUPERSEDED and x.event.version_id:
+            # An overwrite replaces the file: drop that version, or it would become the key's
+            # current object again once the later upload is archived. Deleting a version that
+            # is already gone succeeds, so a repeated run is harmless.
+            raw = RawFile.from_uri(x.event.s3_path)
+            deps.clients.s3.delete_object(Bucket=raw.bucket, Key=raw.key, VersionId=x.event.version_id)
         if _conditional_update(deps, settle_update(deps, x.event, x.status.value, x.reason)):
             logger.info("upload not batched", extra={"s3_path": x.event.s3_path, "status": x.status.value})
     # A removal waits out its own window (an upload's event may arrive after the delete's).

@@ -50,6 +50,10 @@ NOT_ON_AWS: dict[str, str] = {
     "spark_driver_bind_address": "compose client mode only",
     "spark_driver_port": "compose client mode only",
     "spark_block_manager_port": "compose client mode only",
+    # Off everywhere until io.delta:delta-storage-s3-dynamodb can be locked (docs/deploy.md):
+    # the default is the behaviour, and the IaC grants the LogStore's table only when it is on.
+    "delta_multi_writer": "off by default; needs a LogStore jar the lock does not have yet",
+    "delta_log_table": "read only with delta_multi_writer on",
 }
 # Set by the Spark image itself (spark/Dockerfile ENV), so identical under compose and ECS.
 FROM_SPARK_IMAGE: tuple[str, ...] = ("spark_master", "jars_dir")

@@ -168,6 +168,8 @@ def _debouncer(c: _Catalog, v: Mapping[str, Any]) -> PolicyDocument:
             _statement("FindUnbatchedEvents", ["dynamodb:Query"], [c.index(v["events_table"], UNBATCHED_INDEX)]),
             _statement("MarkEventsBatched", ["dynamodb:UpdateItem"], [c.table(v["events_table"])]),
             _statement("CreateChunk", ["dynamodb:PutItem"], [c.table(v["batch_chunks_table"])]),
+            # An upload superseded by a later one of the same key: that version only.
+            _statement("DropSupersededVersions", ["s3:DeleteObjectVersion"], [c.objects("raw/")]),
         ]
     )
 
@@ -341,6 +343,7 @@ def _spark_job(c: _Catalog, v: Mapping[str, Any]) -> PolicyDocument:
                 ["dynamodb:Query"],
                 [c.index(v["category_kpis_table"], CATEGORY_BY_DATE_INDEX)],
             ),
+            *_delta_log_store(c, v),
             # Defence in depth: raw/ is the pipeline's input of record; only the state machine
             # removes it, after archiving. Holds even if a broader policy is attached later.
             _statement(
@@ -351,6 +354,16 @@ def _spark_job(c: _Catalog, v: Mapping[str, Any]) -> PolicyDocument:
             ),
         ]
     )
+
+
+def _delta_log_store(c: _Catalog, v: Mapping[str, Any]) -> list[Statement]:
+    """S3DynamoDBLogStore (settings.delta_multi_writer): a conditional PutItem per commit, reads
+    of the latest entry, and the DescribeTable it runs at start (the spec creates the table,
+    so no CreateTable)."""
+    if not v.get("delta_multi_writer"):
+        return []
+    actions = ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"]
+    return [_statement("DeltaLogStore", actions, [c.table(v["delta_log_table"])])]
 
 
 _BUILDERS = {

@@ -140,6 +140,7 @@ class SparkRunner:
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         worker_name: str | None = None,
         batches: BatchTable | None = None,
+        warmup_batch: Callable[[Any, Settings], float] | None = None,
     ) -> None:
         self.settings = settings
         self.sfn = sfn
@@ -153,6 +154,8 @@ class SparkRunner:
         self.worker_name = worker_name or default_worker_name()
         self.liveness = Liveness(settings, LIVENESS_NAME)
         self._spark_factory = spark_factory or self._build_spark
+        # Run once after the session is built, before the first task (spark_warmup.py).
+        self._warmup_batch = warmup_batch
         self._spark: Any = None
         self._run_lock = threading.Lock()  # one job at a time: one JVM, one batch in flight
         self._stop = threading.Event()
@@ -284,12 +287,25 @@ class SparkRunner:
                 return JOB_FAILED, exc
 
     def warm_up(self) -> None:
-        """Build the SparkSession before the first task arrives (JVM start is the slow part)."""
+        """Build the SparkSession before the first task arrives (JVM start is the slow part),
+        then run the warm-up batch if one is set (JIT and code generation of the job plans).
+
+        Holds the run lock: a task arriving meanwhile waits (heartbeating) and runs warm.
+        """
         with self._run_lock:
             try:
-                self._session()
+                spark = self._session()
             except Exception:  # the first task retries the build and reports the error
                 log.exception("warming up the SparkSession failed")
+                return
+            if self._warmup_batch is None:
+                return
+            try:
+                log.info("warm-up batch done in %.1f s", self._warmup_batch(spark, self.settings))
+            except Exception as exc:  # best effort: the first real batch just runs cold
+                log.warning("warm-up batch failed (the first batch will run cold): %s", failure_cause(exc)[:500])
+                if _jvm_is_gone(exc):
+                    self._discard_session()
 
     def _session(self) -> Any:
         # Called under _run_lock; a failed build leaves None so the next task tries again.
@@ -384,7 +400,13 @@ def run_forever(settings: Settings) -> None:
     clients = AwsClients(settings)
     heartbeat = min(HEARTBEAT_SECONDS, settings.job_heartbeat_seconds / 4)
     batches = BatchTable(Deps(settings=settings, clients=clients))
-    runner = SparkRunner(settings, clients.sfn, batches=batches, heartbeat_seconds=heartbeat)
+    # The warm-up writes to the stack's bucket: only on an emulator (the local targets).
+    warmup = None
+    if settings.aws_endpoint_url:
+        from cartflow.local.spark_warmup import run_warmup_batch
+
+        warmup = run_warmup_batch
+    runner = SparkRunner(settings, clients.sfn, batches=batches, heartbeat_seconds=heartbeat, warmup_batch=warmup)
     _install_signal_handlers(runner)
     threading.Thread(target=runner.warm_up, name="spark-warm-up", daemon=True).start()
     try:

@@ -195,7 +195,9 @@ def audit(deps: Deps, *, stuck_after_s: float = 300.0) -> list[Finding]:
                 if f"{prefix}{c.batch_id}/{key[len(RAW_PREFIX) :]}" not in archived:
                     findings.append(Finding("not_archived", c.batch_id, f"{uri} done but not under {prefix}{c.batch_id}/"))
             if c.status == BatchStatus.FAILED.value and not source_exists(deps, c, uri):
-                findings.append(Finding("failed_file_gone", c.batch_id, f"{uri}: its uploaded version is gone: cannot be retried"))
+                findings.append(
+                    Finding("failed_file_gone", c.batch_id, f"{uri}: its uploaded version is gone: cannot be retried")
+                )
     return findings
 
 

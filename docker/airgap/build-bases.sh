@@ -19,8 +19,9 @@
 # very same files against the official bases.
 #
 # Environment: DOCKER (client binary; default: the Debian client that matches the
-# engine), DEBIAN_MIRROR (default http://deb.debian.org/debian), AIRGAP_CACHE
-# (debootstrap rootfs tarball cache; default /var/cache/cartflow-airgap).
+# engine), GO (the host's go, for the golang stand-in; default: go on PATH),
+# DEBIAN_MIRROR (default http://deb.debian.org/debian), AIRGAP_CACHE (debootstrap
+# rootfs tarball cache; default /var/cache/cartflow-airgap).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -142,10 +143,12 @@ build_python() {
 # proxy, checked against sum.golang.org; the host's own GOROOT if it already is <ver>).
 build_golang() {
     local name="$1" gover="$2" suite="$3"
-    command -v go >/dev/null || { log "go missing: the $name stand-in takes its Go release from the host's go (1.21+)"; exit 1; }
+    # The official tarball's place when go is not on PATH (non-login CI shells).
+    local go="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
+    [[ -x "$go" ]] || { log "go missing (GO=...): the $name stand-in takes its Go release from the host's go (1.21+)"; exit 1; }
     build_debian "$suite"
     local goroot got
-    goroot="$(GOTOOLCHAIN="go$gover" GOFLAGS= go env GOROOT)" || { log "could not get Go $gover through the host's go"; exit 1; }
+    goroot="$(GOTOOLCHAIN="go$gover" GOFLAGS='' "$go" env GOROOT)" || { log "could not get Go $gover through $go"; exit 1; }
     got="$("$goroot/bin/go" env GOVERSION)"
     [[ "$got" == "go$gover" ]] || { log "$goroot holds $got, not go$gover"; exit 1; }
     log "docker build $name (Go $gover from $goroot)"

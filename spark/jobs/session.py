@@ -94,8 +94,35 @@ def spark_conf(settings: Settings, jars: list[Path]) -> dict[str, str]:
     if settings.aws_endpoint_url:
         conf |= _emulator_s3a_conf(settings.aws_endpoint_url)
     # Delta on s3a uses S3SingleDriverLogStore by default: safe while one driver at a time
-    # writes a given table; concurrent writers from several drivers would need a DynamoDB LogStore.
+    # writes a given table (one batch in flight); several drivers need the DynamoDB LogStore.
+    if settings.delta_multi_writer:
+        conf |= delta_log_store_conf(settings, jars)
     return conf
+
+
+# The multi-writer LogStore: every commit is a conditional put of its entry in a DynamoDB
+# table (spec table delta_log_table), so two drivers can never both write version N.
+LOG_STORE_CLASS = "io.delta.storage.S3DynamoDBLogStore"
+LOG_STORE_JAR = "delta-storage-s3-dynamodb-"
+_LOG_STORE_CONF = f"spark.io.delta.storage.{LOG_STORE_CLASS.rsplit('.', 1)[1]}"
+
+
+def delta_log_store_conf(settings: Settings, jars: list[Path]) -> dict[str, str]:
+    """S3DynamoDBLogStore for s3a:// tables; RuntimeError when its jar is not locked.
+
+    Credentials and (for an emulator) the endpoint come from the AWS SDK's own chain in the
+    driver JVM (AWS_ENDPOINT_URL), as the LogStore builds its own DynamoDB client.
+    """
+    if not any(p.name.startswith(LOG_STORE_JAR) for p in jars):
+        raise RuntimeError(
+            f"CARTFLOW_DELTA_MULTI_WRITER needs io.delta:delta-storage-s3-dynamodb in spark/jobs/jars.lock "
+            f"({LOG_STORE_CLASS}); it is not locked, so commits stay single-writer: turn the setting off"
+        )
+    return {
+        "spark.delta.logStore.s3a.impl": LOG_STORE_CLASS,
+        f"{_LOG_STORE_CONF}.ddb.tableName": settings.delta_log_table,
+        f"{_LOG_STORE_CONF}.ddb.region": settings.region,
+    }
 
 
 def _driver_network_conf(settings: Settings) -> dict[str, str]:

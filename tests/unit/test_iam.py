@@ -33,7 +33,7 @@ EXPECTED_ACTIONS: dict[str, set[str]] = {
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
     },
-    "debouncer": {"dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:PutItem"},
+    "debouncer": {"dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:PutItem", "s3:DeleteObjectVersion"},
     "stream-trigger": {
         "dynamodb:GetRecords",
         "dynamodb:GetShardIterator",
@@ -277,10 +277,13 @@ def test_ingest_cannot_touch_batch_chunks(docs: dict[str, dict[str, Any]]) -> No
     assert "s3:" not in json.dumps(ingest) and "states:" not in json.dumps(ingest)
 
 
-def test_lambdas_have_no_s3_and_only_dispatchers_start_executions(docs: dict[str, dict[str, Any]]) -> None:
+def test_lambdas_have_no_s3_but_version_drops_and_only_dispatchers_start_executions(docs: dict[str, dict[str, Any]]) -> None:
     sm = "arn:aws:states:us-east-1:000000000000:stateMachine:cartflow-batch"
-    for name in ("ingest", "debouncer", "stream-trigger", "controller"):
+    for name in ("ingest", "stream-trigger", "controller"):
         assert "s3:" not in json.dumps(docs[name]), name
+    # The debouncer drops superseded raw versions, and can do nothing else to S3.
+    (drop,) = [st for st in docs["debouncer"]["Statement"] if "s3:" in json.dumps(st)]
+    assert as_list(drop["Action"]) == ["s3:DeleteObjectVersion"] and as_list(drop["Resource"]) == [f"{BUCKET}/raw/*"]
     assert {n for n, d in docs.items() if allows(d, "states:StartExecution", sm)} == {"stream-trigger", "controller"}
     execution = "arn:aws:states:us-east-1:000000000000:execution:cartflow-batch:b1"
     assert allows(docs["controller"], "states:StopExecution", execution)

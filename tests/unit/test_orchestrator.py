@@ -78,8 +78,10 @@ def test_the_top_level_flow() -> None:
         "CheckCurrent",
         "StageRawFiles",
         "NotCurrent",
+        "RouteValidate",
         "Validate",
         "CheckValidation",
+        "RouteTransform",
         "Transform",
         "ArchiveRawFiles",
         "DeleteRawFiles",
@@ -99,7 +101,7 @@ def test_the_top_level_flow() -> None:
         "BatchFailed",
     ]
     assert states["CheckValidation"]["Choices"] == [
-        {"Variable": "$.validation.status", "StringEquals": "passed", "Next": "Transform"}
+        {"Variable": "$.validation.status", "StringEquals": "passed", "Next": "RouteTransform"}
     ]
     assert states["CheckValidation"]["Default"] == "ValidationRejected"
     assert states["BatchFailed"]["Type"] == "Fail"
@@ -107,7 +109,10 @@ def test_the_top_level_flow() -> None:
     # A duplicate execution of a batch that is not processing ends quietly, before any job.
     assert states["CheckCurrent"]["Next"] == "StageRawFiles"
     # The jobs read staged copies of exactly the uploaded versions; only a vanished version is tolerated.
-    assert states["StageRawFiles"]["Next"] == "Validate"
+    assert states["StageRawFiles"]["Next"] == "RouteValidate"
+    # No distributed engine locally: the routing Choices are Passes to the one-task job states.
+    assert states["RouteValidate"] == {"Type": "Pass", "Comment": states["RouteValidate"]["Comment"], "Next": "Validate"}
+    assert states["RouteTransform"]["Next"] == "Transform"
     stage = states["StageRawFiles"]["ItemProcessor"]["States"]["StageUpload"]
     assert stage["Parameters"]["CopySource.$"] == "$.read_source"
     assert {e for c in stage["Catch"] for e in c["ErrorEquals"]} == {"S3.NoSuchKeyException", "S3.NoSuchVersionException"}
@@ -120,7 +125,15 @@ def test_the_top_level_flow() -> None:
     }
     assert states["NotCurrent"]["Type"] == "Succeed"
     # Every failure path goes through the notice, then the status, then the lock, then Fail.
-    for name in ("ValidationRejected", "StageFailed", "ValidateFailed", "TransformFailed", "ArchiveFailed", "DeleteRawFailed", "MarkDoneFailed"):
+    for name in (
+        "ValidationRejected",
+        "StageFailed",
+        "ValidateFailed",
+        "TransformFailed",
+        "ArchiveFailed",
+        "DeleteRawFailed",
+        "MarkDoneFailed",
+    ):
         assert states[name]["Next"] == "NotifyFailure"
     assert [states[n]["Next"] for n in ("NotifyFailure", "MarkFailed", "ReleaseLockAfterFailure")] == [
         "MarkFailed",

@@ -1,5 +1,6 @@
 """Pure cores of the functions (no AWS): event items, debounce planning, dispatch input, stream filter."""
 
+import json
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -8,7 +9,7 @@ from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent
 from cartflow.core.batch_table import Chunk
 from cartflow.core.config import Settings
 from cartflow.core.deps import Deps
-from services.debouncer import PendingEvent, plan_chunks
+from services.debouncer import PendingEvent, plan_chunks, settle_replaced
 from services.dispatch import batch_input
 from services.ingest import S3ObjectCreated, event_item, parse_s3_notification
 from services.stream_trigger import should_dispatch
@@ -97,3 +98,58 @@ def test_stream_filter_wakes_on_new_pending_and_on_finished_batches_only() -> No
     assert should_dispatch(stream("MODIFY", {"group_key": {"S": "g"}, "status": {"S": "done"}}))
     assert not should_dispatch(stream("MODIFY", {"group_key": {"S": "g"}, "status": {"S": "processing"}}))
     assert not should_dispatch(stream("MODIFY", {"group_key": {"S": "#lock"}, "holder": {"S": "x"}}))
+
+
+# ------------------------------------------------------------------ several uploads of one key
+
+
+def upload(path: str, t: float, seq: str, version: str | None = None, removal: bool = False) -> PendingEvent:
+    return PendingEvent("2025-07-08", Decimal(str(t)), path, Decimal(str(t + 5)), seq, version, removal)
+
+
+def test_a_later_upload_supersedes_and_a_later_delete_withdraws_waiting_uploads() -> None:
+    a1 = upload("s3://b/raw/orders/a.csv", 1, "0A", "v1")
+    a2 = upload("s3://b/raw/orders/a.csv", 2, "0B", "v2")
+    b1 = upload("s3://b/raw/orders/b.csv", 1, "10", "w1")
+    b_del = upload("s3://b/raw/orders/b.csv", 2, "11", removal=True)
+    c1 = upload("s3://b/raw/orders/c.csv", 1, "05", "x1")
+    # Sequencers are compared after right-padding ("0B" > "0A0"), not by arrival order.
+    a3 = upload("s3://b/raw/orders/a.csv", 0.5, "0A0", "v0")
+    settled = {
+        (x.event.s3_path, x.event.version_id): (x.status.value, x.reason) for x in settle_replaced([a2, a1, b_del, b1, c1, a3])
+    }
+    assert set(settled) == {
+        ("s3://b/raw/orders/a.csv", "v0"),
+        ("s3://b/raw/orders/a.csv", "v1"),
+        ("s3://b/raw/orders/b.csv", "w1"),
+    }
+    assert settled[("s3://b/raw/orders/a.csv", "v1")][0] == "superseded" and "v2" in settled[("s3://b/raw/orders/a.csv", "v1")][1]
+    assert settled[("s3://b/raw/orders/a.csv", "v0")][0] == "superseded" and "v1" in settled[("s3://b/raw/orders/a.csv", "v0")][1]
+    assert settled[("s3://b/raw/orders/b.csv", "w1")] == ("deleted", "deleted before its batch read it")
+
+
+def test_removals_hold_the_window_but_are_never_batched() -> None:
+    up = upload("s3://b/raw/orders/a.csv", 1, "01", "v1")
+    gone = upload("s3://b/raw/orders/z.csv", 3, "02", removal=True)
+    assert plan_chunks([up, gone], now=7, max_files=10) == {}  # the delete's window is still open
+    assert plan_chunks([up, gone], now=9, max_files=10) == {"2025-07-08": [[up]]}
+
+
+def test_delete_markers_are_withdrawals_and_version_deletes_are_ours() -> None:
+    def body(name: str, version: str | None) -> str:
+        obj = {"key": "raw/orders/a+b.csv", "size": 0, "sequencer": "0F"} | ({"versionId": version} if version else {})
+        return json.dumps(
+            {
+                "Records": [
+                    {"eventName": name, "eventTime": "2025-07-08T10:00:00Z", "s3": {"bucket": {"name": "b"}, "object": obj}}
+                ]
+            }
+        )
+
+    (marker,) = parse_s3_notification(body("ObjectRemoved:DeleteMarkerCreated", "m1"))
+    assert marker.removed and marker.key == "raw/orders/a b.csv"
+    assert parse_s3_notification(body("ObjectRemoved:Delete", "v1")) == []  # the archive deleting the version it read
+    (unversioned,) = parse_s3_notification(body("ObjectRemoved:Delete", None))
+    assert unversioned.removed
+    item = event_item(marker, deps())
+    assert item["status"] == "removal" and item["unbatched"] == "1" and "processed_flag" in item

@@ -16,7 +16,7 @@ import pytest
 from cartflow.core.config import Settings
 from cartflow.infra.cloudformation import build_template
 from orchestrator.lint import problems
-from orchestrator.render import build_definition, params_from_settings
+from orchestrator.render import build_definition, params_from_settings, without_comments
 from tests.cfn_resolve import resolve, sample_values
 
 SETTINGS = Settings(ecs_subnets=["subnet-a"], ecs_security_groups=["sg-1"])
@@ -65,7 +65,8 @@ def test_graph_checks(name: str) -> None:
 
 def test_the_deployed_definition_differs_from_the_local_one_only_in_the_job_states() -> None:
     """tests/unit/test_orchestrator.py proves it for render.py's outputs; this is the one CloudFormation gets."""
-    local, deployed = copy.deepcopy(DEFINITIONS["local"]), copy.deepcopy(DEFINITIONS["deployed"])
+    # The deployed one carries no Comments (render.without_comments: the inline template size cap).
+    local, deployed = without_comments(copy.deepcopy(DEFINITIONS["local"])), copy.deepcopy(DEFINITIONS["deployed"])
     for definition in (local, deployed):
         for name in JOB_STATES:
             definition["States"].pop(name)

@@ -58,7 +58,9 @@ def write_tables(
     for dataset, frame in checked.items():
         contract = contracts[dataset]
         writes.append(
-            partial(replace_batch_rows, valid_rows(frame, contract, batch), dataset_uri(warehouse, VALIDATED_PREFIX, dataset), owners)
+            partial(
+                replace_batch_rows, valid_rows(frame, contract, batch), dataset_uri(warehouse, VALIDATED_PREFIX, dataset), owners
+            )
         )
         writes.append(
             partial(

@@ -1,0 +1,114 @@
+"""Uploads a user would make by hand, on the embedded stack (MiniStack, every component, real
+Spark): overwrites and deletes inside the debounce window and while a batch runs, the same
+bytes under two keys. Each upload must end in exactly one terminal state with its reason,
+`cartflow audit` must find nothing, and the KPIs must equal the independent oracle over the
+uploads a user expects to count (docs/delivery.md): the last upload of a key before its
+batch, every upload a batch already holds, nothing deleted before its batch read it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cartflow.core.batch_table import BatchTable
+from cartflow.local.stack import EmbeddedStack
+from cartflow.ops.actions import audit
+from cartflow.ops.views import category_kpis, files, is_settled, ledger, order_kpis
+from tests.kpi_check import assert_kpis_equal_oracle
+
+pytestmark = pytest.mark.integration
+
+HEADER = "order_id,customer_id,order_date,category,product_id,quantity,unit_price,returned\n"
+
+
+def lines(*orders: tuple[str, str, str]) -> bytes:
+    """Order lines: (order_id, date, category) each, one line per order."""
+    rows = [f"{oid},C-{oid},{day},{cat},P-{oid},2,10.50,false\n" for oid, day, cat in orders]
+    return (HEADER + "".join(rows)).encode()
+
+
+@pytest.fixture(scope="module")
+def settings(settings):  # type: ignore[no-untyped-def]
+    return settings.model_copy(update={"debounce_seconds": 4})
+
+
+@pytest.fixture(scope="module")
+def stack(settings, stack_resources, deps):  # type: ignore[no-untyped-def]
+    with EmbeddedStack(settings) as s:
+        yield s
+
+
+def wait_for(what: str, check: Callable[[], bool], stack: EmbeddedStack, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stack.check_alive()
+        if check():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"not {what} after {timeout}s")
+
+
+def test_overwrites_and_deletes_count_what_a_user_expects(deps, stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    s3, bucket = deps.clients.s3, deps.settings.bucket
+
+    def put(key: str, body: bytes) -> None:
+        s3.put_object(Bucket=bucket, Key=f"raw/order_lines/{key}", Body=body)
+
+    def saved(name: str, body: bytes) -> Path:
+        path = tmp_path / name
+        path.write_bytes(body)
+        return path
+
+    # --- inside one debounce window: overwrite, delete, the same bytes twice
+    first, second = lines(("T1", "2025-07-06", "Books")), lines(("T2", "2025-07-06", "Books"), ("T3", "2025-07-07", "Home"))
+    put("over.csv", first)
+    time.sleep(0.5)
+    put("over.csv", second)  # supersedes the first upload, still waiting
+    put("gone.csv", lines(("T4", "2025-07-06", "Toys")))
+    s3.delete_object(Bucket=bucket, Key="raw/order_lines/gone.csv")  # withdrawn before its batch
+    twin = lines(("T5", "2025-07-07", "Books"))
+    put("twin a.csv", twin)
+    put("twin b.csv", twin)  # a copy: rejected with the key of the file it repeats
+    wait_for("settled", lambda: is_settled(deps, 5), stack)
+    batch1 = {"order_lines": [saved("over.csv", second), saved("twin a.csv", twin)]}
+
+    # --- while a batch runs: an overwrite of a key it holds, a delete of another
+    held, later = lines(("T6", "2025-07-08", "Home")), lines(("T6", "2025-07-08", "Books"), ("T7", "2025-07-08", "Home"))
+    kept = lines(("T8", "2025-07-08", "Toys"))
+    put("held.csv", held)
+    put("kept.csv", kept)
+    table = BatchTable(deps)
+    wait_for("processing", lambda: any(c.status == "processing" and len(c.file_paths) == 2 for c in table.all()), stack)
+    put("held.csv", later)  # a new upload: its own, later batch
+    s3.delete_object(Bucket=bucket, Key="raw/order_lines/kept.csv")  # the batch already holds it
+    wait_for("settled", lambda: is_settled(deps, 8) and len(table.all()) == 3, stack)
+    batch2 = {"order_lines": [saved("held.csv", held), saved("kept.csv", kept)]}
+    batch3 = {"order_lines": [saved("held-2.csv", later)]}
+
+    findings = audit(deps, stuck_after_s=0)
+    assert findings == [], findings
+    states = sorted((f.s3_path.rsplit("/", 1)[-1], f.state) for f in files(deps))
+    assert states == [
+        ("gone.csv", "deleted"),
+        ("held.csv", "archived"),
+        ("held.csv", "archived"),
+        ("kept.csv", "archived"),
+        ("over.csv", "archived"),
+        ("over.csv", "superseded"),
+        ("twin a.csv", "archived"),
+        ("twin b.csv", "rejected"),
+    ]
+    detail = {(r.s3_path.rsplit("/", 1)[-1], r.outcome): r.detail for r in ledger(deps)}
+    assert "superseded by a later upload of the same key" in detail[("over.csv", "superseded")]
+    assert detail[("gone.csv", "deleted")] == "deleted: deleted before its batch read it"
+    assert "twin a.csv" in detail[("twin b.csv", "rejected")]
+    # Every upload was its own version, and each version the batches read is gone from raw/.
+    assert {f.version_id for f in files(deps) if f.s3_path.endswith("over.csv")} != {None}
+    assert not s3.list_objects_v2(Bucket=bucket, Prefix="raw/order_lines/").get("Contents")
+    staged = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="staging/").get("Contents", [])]
+    assert staged == ["staging/"], staged  # only the folder marker: every staged copy was removed
+    assert_kpis_equal_oracle(order_kpis(deps), category_kpis(deps), [batch1, batch2, batch3])
