@@ -291,13 +291,15 @@ def run_spark(
         warehouse = Path(workdir) / f"warehouse-{tag}"
         shutil.rmtree(warehouse, ignore_errors=True)
         paths = {f"{ds}_paths": [Path(p).resolve().as_uri() for p in fs] for ds, fs in files.items()}
-        batch = BatchInput(
-            batch_id=f"bench-{tag}",
-            group_key="bench",
-            bucket=settings.bucket,
-            processing_date="2025-07-08",
-            archive=[],  # nothing to archive: the files stay where the benchmark wrote them
-            **paths,
+        batch = BatchInput.model_validate(
+            {
+                "batch_id": f"bench-{tag}",
+                "group_key": "bench",
+                "bucket": settings.bucket,
+                "processing_date": "2025-07-08",
+                "archive": [],  # nothing to archive: the files stay where the benchmark wrote them
+                **paths,
+            }
         )
         sink = MemorySink()
         sc.setJobGroup(f"bench-validate-{tag}", "bench: run_validation")

@@ -270,15 +270,17 @@ class BatchInput(BaseModel):
                     delete_raw=f.uri not in sources,
                 )
             )
-        return cls(
-            batch_id=batch_id,
-            group_key=group_key,
-            bucket=bucket,
-            processing_date=processing_date,
-            staged=True,
-            replaces=list(replaces or []),
-            archive=archive,
-            **by_type,
+        return cls.model_validate(
+            {
+                "batch_id": batch_id,
+                "group_key": group_key,
+                "bucket": bucket,
+                "processing_date": processing_date,
+                "staged": True,
+                "replaces": list(replaces or []),
+                "archive": archive,
+                **by_type,
+            }
         )
 
 
