@@ -12,8 +12,9 @@ One template, two targets:
   Transform) carry a ``Cartflow.Job`` marker plus the fields both targets share (Retry,
   Catch, Next, Comment, and the ResultPath where the job's result document lands).
 * ``job_states.json`` holds the per-target body of a job state: an Activity task
-  (``local``) or a Parallel wrapping ``ecs:runTask.sync`` + reading the result document
-  from S3 (``aws``). The two renderings differ only in those two states.
+  (``local``) or a Parallel wrapping ``ecs:runTask.sync``, an exit-code check and reading
+  the job's result from the job results table (``aws``). The two renderings differ only in
+  those two states.
 * Each job has a second state for the distributed engine (ValidateOnCluster,
   TransformOnCluster: marker ``"engine": "distributed"``), reached through a routing Choice
   on the batch's ``input_bytes``; on AWS its body is ``aws-eks`` (``eks:runJob.sync``).
@@ -76,7 +77,15 @@ _COMMON_REQUIRED = (
 )
 REQUIRED_PARAMS: dict[str, tuple[str, ...]] = {
     "local": (*_COMMON_REQUIRED, "validate_activity_arn", "transform_activity_arn"),
-    "aws": (*_COMMON_REQUIRED, "ecs_cluster", "ecs_task_definition", "ecs_container_name", "subnets", "security_groups"),
+    "aws": (
+        *_COMMON_REQUIRED,
+        "ecs_cluster",
+        "ecs_task_definition",
+        "ecs_container_name",
+        "subnets",
+        "security_groups",
+        "job_results_table",  # where a job task puts its result (ReadResult: dynamodb:getItem)
+    ),
 }
 # No batch has more input bytes than this (2**53 - 1: the largest integer every JSON reader keeps).
 NEVER_ROUTED = 2**53 - 1
@@ -124,6 +133,7 @@ SETTING_FIELDS: tuple[str, ...] = (
     "ecs_container_name",
     "ecs_subnets",
     "ecs_security_groups",
+    "job_results_table",
     "distributed_min_input_bytes",
     "eks_cluster",
     "eks_namespace",
@@ -139,7 +149,15 @@ _NEEDED_VALUES: dict[str, tuple[str, ...]] = {
         "job_retry_max_attempts",
         "job_retry_backoff_rate",
     ),
-    "aws": (*_COMMON_VALUES, "ecs_cluster", "ecs_task_definition", "ecs_container_name", "ecs_subnets", "ecs_security_groups"),
+    "aws": (
+        *_COMMON_VALUES,
+        "ecs_cluster",
+        "ecs_task_definition",
+        "ecs_container_name",
+        "ecs_subnets",
+        "ecs_security_groups",
+        "job_results_table",
+    ),
 }
 # The aws rendering's distributed job states (EKS); values other than Settings fields come
 # from the CloudFormation renderer.
@@ -276,6 +294,7 @@ def state_machine_params(
             ecs_cluster=values["ecs_cluster"],
             ecs_task_definition=values["ecs_task_definition"],
             ecs_container_name=values["ecs_container_name"],
+            job_results_table=values["job_results_table"],
             subnets=list(values["ecs_subnets"]),
             security_groups=list(values["ecs_security_groups"]),
         )
@@ -445,7 +464,7 @@ def render_state_machine(target: Target, params: Mapping[str, object]) -> str:
     Required params: bucket, batch_chunks_table, success_topic_arn, failure_topic_arn,
     retry_interval_seconds, retry_max_attempts, retry_backoff_rate, and
     local: validate_activity_arn, transform_activity_arn;
-    aws: ecs_cluster, ecs_task_definition, ecs_container_name, subnets, security_groups.
+    aws: ecs_cluster, ecs_task_definition, ecs_container_name, subnets, security_groups, job_results_table.
     Optional: see OPTIONAL_PARAMS. ``state_machine_params`` builds them from settings.
     Raises RenderError on unknown, missing or malformed parameters.
     """

@@ -45,12 +45,19 @@ class ControllerReport:
     started: str | None = None
 
 
-def _execution_status(deps: Deps, arn: str) -> str | None:
+# The emulator ends executions that were running when it stopped with this error (a local
+# restart, e.g. `cartflow up --persist` stopped mid-batch): the batch did not fail, run it again.
+SERVICE_RESTART = "States.ServiceRestart"
+
+
+def _execution_status(deps: Deps, arn: str) -> tuple[str | None, str | None]:
+    """(status, error) of the execution; (None, None) when it does not exist."""
     sfn = deps.clients.sfn
     try:
-        return str(sfn.describe_execution(executionArn=arn)["status"])
+        desc = sfn.describe_execution(executionArn=arn)
     except sfn.exceptions.ExecutionDoesNotExist:
-        return None
+        return None, None
+    return str(desc["status"]), desc.get("error")
 
 
 def reconcile_processing(deps: Deps, table: BatchTable, chunk: Chunk, report: ControllerReport) -> None:
@@ -58,7 +65,7 @@ def reconcile_processing(deps: Deps, table: BatchTable, chunk: Chunk, report: Co
     # start whose ARN write was lost. Never the bare batch id: after a retry that would
     # describe the *previous* attempt's FAILED run and fail the new one at once.
     arn = chunk.execution_arn or execution_arn(deps, execution_name(chunk))
-    status = _execution_status(deps, arn)
+    status, error_name = _execution_status(deps, arn)
     age_ms = deps.now_ms() - (chunk.processing_started_at or chunk.created_at)
     if status is None:
         if age_ms > START_GRACE_MS and table.unclaim(chunk, "execution never started"):
@@ -67,6 +74,12 @@ def reconcile_processing(deps: Deps, table: BatchTable, chunk: Chunk, report: Co
         return
     if not chunk.execution_arn:
         table.set_execution(chunk, arn)
+    if status == "FAILED" and error_name == SERVICE_RESTART and chunk.auto_reruns < deps.settings.max_auto_reruns:
+        if table.requeue_lost(chunk, "its execution ended when the emulator restarted"):
+            table.release_lock(chunk.batch_id)
+            report.requeued.append(chunk.batch_id)
+            logger.warning("re-queued a batch interrupted by an emulator restart", extra={"batch_id": chunk.batch_id})
+        return
     if status in _TERMINAL:
         outcome = _TERMINAL[status]
         error = None if outcome is BatchStatus.DONE else f"execution {status}"

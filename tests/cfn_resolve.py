@@ -29,6 +29,7 @@ def sample_values(template: Mapping[str, Any], parameters: Mapping[str, Any] | N
             values[f"{logical}.Arn"] = f"arn:aws:iam::{ACCOUNT}:role/role-{logical}"
         elif kind == "AWS::SQS::Queue":
             values[f"{logical}.Arn"] = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{props['QueueName']}"
+            values[f"{logical}.QueueName"] = props["QueueName"]
         elif kind == "AWS::Lambda::Function":
             values[logical] = props["FunctionName"]
             values[f"{logical}.Arn"] = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{props['FunctionName']}"

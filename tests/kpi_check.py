@@ -22,9 +22,13 @@ def assert_kpis_equal_oracle(
     category_rows: list[dict[str, Any]],
     batches_in_order: Sequence[Batch],
     max_quarantined_share: float = 1.0,
+    contracts: dict[str, Any] | None = None,
 ) -> None:
-    """Every key and every attribute the oracle expects, exactly (both sides are rounded Decimals)."""
-    want_orders, want_cats = expected_table_state(batches_in_order, skip_failed=True, max_quarantined_share=max_quarantined_share)
+    """Every key and every attribute the oracle expects, exactly (both sides are rounded Decimals).
+    ``contracts``: the oracle's own reading of a contracts folder (tests.oracle.load_contracts)."""
+    want_orders, want_cats = expected_table_state(
+        batches_in_order, skip_failed=True, max_quarantined_share=max_quarantined_share, contracts=contracts
+    )
     assert want_orders and want_cats, "the oracle expects KPIs for these batches"
     got_orders = as_plain(order_rows, ("order_date",))
     got_cats = as_plain(category_rows, ("category", "order_date"))

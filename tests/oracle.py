@@ -542,7 +542,11 @@ def expected_kpis(batch: Batch, prior: Sequence[Batch] = (), *, all_dates: bool 
 
 
 def expected_table_state(
-    batches: Sequence[Batch], *, skip_failed: bool = False, max_quarantined_share: float = 1.0
+    batches: Sequence[Batch],
+    *,
+    skip_failed: bool = False,
+    max_quarantined_share: float = 1.0,
+    contracts: dict[str, Contract] | None = None,
 ) -> tuple[OrderKpis, CategoryKpis]:
     """OrderKPIs/CategoryKPIs contents after running ``batches`` in order.
 
@@ -551,7 +555,7 @@ def expected_table_state(
     than ``max_quarantined_share`` of its rows fails and writes nothing when ``skip_failed``;
     otherwise StructuralError propagates.
     """
-    oracle = Oracle(max_quarantined_share=max_quarantined_share)
+    oracle = Oracle(contracts=contracts or load_contracts(), max_quarantined_share=max_quarantined_share)
     orders: OrderKpis = {}
     cats: CategoryKpis = {}
     for b in batches:

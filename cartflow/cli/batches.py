@@ -6,6 +6,7 @@ The logic lives in cartflow.ops (actions and views); these only format its resul
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -14,7 +15,7 @@ from rich.table import Table
 from cartflow.cli.context import JsonOpt, console, deps, err_console, print_json
 from cartflow.cli.guard import one_line_errors
 from cartflow.cli.tables import batches_detail_table
-from cartflow.core.models import BatchStatus
+from cartflow.core.models import BatchStatus, DataType
 
 # Every state an upload can end in (and the one before), in the order totals are printed.
 LEDGER_OUTCOMES = ("processed", "rejected", "superseded", "deleted", "failed", "in progress")
@@ -67,20 +68,67 @@ def show_cmd(
 
 @batches_app.command("retry")
 @one_line_errors
-def retry_cmd(batch_id: Annotated[str, typer.Argument(help="a failed batch's id")]) -> None:
-    """Re-run a failed batch: failed -> pending; the stream trigger / controller start it."""
-    from cartflow.ops.actions import RetryRefused, retry_batch
+def retry_cmd(
+    batch_id: Annotated[str | None, typer.Argument(help="a failed batch's id")] = None,
+    all_failed: Annotated[bool, typer.Option("--all-failed", help="retry every failed batch, oldest first")] = False,
+) -> None:
+    """Re-run a failed batch (or all of them): failed -> pending; the stream trigger / controller start it."""
+    from cartflow.ops.actions import RetryRefused, list_batches, retry_batch
 
-    try:
-        result = retry_batch(deps(tables=("batch_chunks_table",)), batch_id)
-    except RetryRefused as refused:
-        err_console.print(f"[red]refused:[/] {refused}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    console.print(
-        f"batch {result.batch_id} queued again (attempt {result.attempt}); it starts as execution "
-        f"{result.execution_name} when nothing else is in flight. Watch: cartflow batches list",
-        highlight=False,
-    )
+    if (batch_id is None) == (not all_failed):
+        raise typer.BadParameter("give a BATCH_ID or --all-failed (not both)", param_hint="BATCH_ID")
+    d = deps(tables=("batch_chunks_table",))
+    ids = [batch_id] if batch_id else [c.batch_id for c in list_batches(d, BatchStatus.FAILED)]
+    if not ids:
+        console.print("no failed batches: nothing to retry")
+        return
+    refused_any = False
+    for one in ids:
+        try:
+            result = retry_batch(d, one)
+        except RetryRefused as refused:
+            err_console.print(f"[red]refused:[/] {refused}", highlight=False, soft_wrap=True)
+            refused_any = True
+            continue
+        console.print(
+            f"batch {result.batch_id} queued again (attempt {result.attempt}); it starts as execution "
+            f"{result.execution_name} when nothing else is in flight. Watch: cartflow batches list",
+            highlight=False,
+        )
+    if refused_any:
+        raise typer.Exit(1)
+
+
+@one_line_errors
+def backfill(
+    start: Annotated[datetime, typer.Option("--from", formats=["%Y-%m-%d"], help="first upload day (UTC), YYYY-MM-DD")],
+    end: Annotated[datetime, typer.Option("--to", formats=["%Y-%m-%d"], help="last upload day (UTC), inclusive")],
+    dataset: Annotated[DataType | None, typer.Option(help="only this dataset's files")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the batches it would create, create nothing")] = False,
+) -> None:
+    """Re-run archived uploads through the current contracts and KPI definitions.
+
+    Each done batch uploaded in the range becomes a new batch reading its archived copies and
+    replacing its rows (and KPIs of the dates they touch); one batch is in flight at a time.
+    """
+    from cartflow.ops.actions import list_batches
+    from cartflow.ops.backfill import create_backfill, plan_backfill
+
+    d = deps(tables=("batch_chunks_table", "events_table"))
+    plan = plan_backfill(list_batches(d), start.date(), end.date(), dataset)
+    if not plan:
+        console.print(f"no done batches uploaded from {start.date()} to {end.date()}: nothing to backfill")
+        return
+    t = Table(title=f"backfill: {len(plan)} batch(es){' (dry run: nothing created)' if dry_run else ''}")
+    for col in ("new batch", "re-runs", "files"):
+        t.add_column(col, overflow="fold")
+    for b in plan:
+        t.add_row(b.batch_id, b.source.batch_id, str(len(b.files)))
+    console.print(t)
+    if dry_run:
+        return
+    created = create_backfill(d, plan)
+    console.print(f"{len(created)} batch(es) queued; watch: cartflow wait ; cartflow batches list", highlight=False)
 
 
 @one_line_errors

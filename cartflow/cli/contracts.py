@@ -24,10 +24,11 @@ def contracts_check(
     Exit code 0 when every row is valid, 1 when a file is rejected or a row quarantined.
     """
     from cartflow.cli.reports import check_tables
+    from cartflow.core.config import get_settings
     from spark.jobs.contracts import load_contracts
     from spark.jobs.rowcheck import check_files
 
-    contracts = load_contracts()
+    contracts = load_contracts(get_settings().contracts_dir)
     files = []
     for path in paths:
         if path.is_dir():

@@ -35,6 +35,9 @@ def deploy_cmd(
     subnet_id: Annotated[list[str] | None, typer.Option(help="subnet (repeatable); default: the VPC's subnets")] = None,
     public_ip: Annotated[bool, typer.Option(help="Spark tasks get a public IP (public subnets, no NAT)")] = True,
     param: Annotated[list[str] | None, typer.Option(help="template parameter NAME=VALUE (repeatable)")] = None,
+    artifact_bucket: Annotated[
+        str | None, typer.Option(help="bucket for the template upload; default cartflow-deploy-<account>-<region>")
+    ] = None,
 ) -> None:
     """Push the images and create/update the AWS stack (CloudFormation change set)."""
     from cartflow.infra.ship import DeployError, DeployRequest, deploy
@@ -51,6 +54,7 @@ def deploy_cmd(
         subnet_ids=list(subnet_id or []),
         assign_public_ip=public_ip,
         parameters=_pairs(param, "--param"),
+        artifact_bucket=artifact_bucket,
     )
     # Where the stack goes, before anything is built or pushed.
     where = f"emulator {endpoint_url}" if endpoint_url else "AWS"

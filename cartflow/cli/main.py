@@ -38,6 +38,7 @@ def _root(
 
 
 app.command("audit")(batches.audit)
+app.command("backfill")(batches.backfill)
 app.command("deploy")(deploy.deploy_cmd)
 app.command("deploy-template")(deploy.template_cmd)
 app.command("status")(stack.status)

@@ -14,6 +14,31 @@ from cartflow.core.config import Settings
 _BOTO_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=70)
 
 
+def session(settings: Settings) -> boto3.session.Session:
+    """A boto3 session with credentials from the usual chain; against an emulator, the
+    emulator's dummy key when the chain has none.
+
+    Real AWS (no endpoint) never falls back: there a missing credential stays an error. An
+    emulator can also hand out a credential source botocore refuses to read: MiniStack's ECS
+    tasks get ``AWS_CONTAINER_CREDENTIALS_FULL_URI=http://host.docker.internal:...`` and
+    botocore only fetches container credentials from loopback or 169.254.170.2/.23
+    (ValueError "Unsupported host"); the emulator accepts any key, so the dummy one is used.
+    """
+    found = boto3.session.Session(region_name=settings.region)
+    if not settings.aws_endpoint_url:
+        return found
+    try:
+        if found.get_credentials() is not None:
+            return found
+    except ValueError:
+        pass
+    return boto3.session.Session(
+        region_name=settings.region,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",  # noqa: S106 - the emulator's documented dummy key, never sent to AWS
+    )
+
+
 @dataclass
 class AwsClients:
     """Lazily created, shareable boto3 clients for one Settings."""
@@ -22,15 +47,7 @@ class AwsClients:
     _session: boto3.session.Session = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._session = boto3.session.Session(region_name=self.settings.region)
-        if self.settings.aws_endpoint_url and self._session.get_credentials() is None:
-            # An emulator accepts any key; "test" is its documented dummy. Real AWS
-            # (no endpoint) never gets here: there a missing credential stays an error.
-            self._session = boto3.session.Session(
-                region_name=self.settings.region,
-                aws_access_key_id="test",
-                aws_secret_access_key="test",  # noqa: S106 - the emulator's documented dummy key, never sent to AWS
-            )
+        self._session = session(self.settings)
 
     def client(self, service: str) -> Any:
         return self._session.client(

@@ -45,6 +45,7 @@ RESOURCE_NAME_FIELDS = (
     "validate_activity",
     "transform_activity",
     "delta_log_table",
+    "job_results_table",
 )
 
 
@@ -74,6 +75,7 @@ class Settings(BaseSettings):
     validate_activity: str = _SPEC["validate_activity"]
     transform_activity: str = _SPEC["transform_activity"]
     delta_log_table: str = _SPEC["delta_log_table"]
+    job_results_table: str = _SPEC["job_results_table"]
     state_machine_target: Literal["local", "aws"] = _SPEC["state_machine_target"]
 
     # --- the embedded emulator (MiniStack in its own virtualenv: it pins botocore) ---
@@ -83,6 +85,9 @@ class Settings(BaseSettings):
     # Keep the emulator's state (tables, queues, executions' definitions) and S3 objects across
     # restarts (`cartflow up --persist`); off, every start begins empty.
     emulator_persist: bool = False
+    # Where the dataset contracts are read from at each validation (None: the packaged ones,
+    # spark/jobs/contracts/). Change a rule there, then `cartflow backfill` re-runs uploads under it.
+    contracts_dir: Path | None = None
 
     # --- pipeline behaviour ------------------------------------------------------
     debounce_seconds: int = Field(default=60, ge=0, le=86_400)

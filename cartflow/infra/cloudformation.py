@@ -34,20 +34,35 @@ from typing import Any, Literal
 
 from cartflow.core.config import Settings
 from cartflow.core.spec import Bucket, Spec, Table, load
-from cartflow.infra import distributed, iam
+from cartflow.infra import distributed, iam, monitoring
 from cartflow.infra.environment import FUNCTION_SETTINGS, JOB_SETTINGS, environment
 from cartflow.infra.intrinsics import Equals, GetAtt, Join, Not, Ref, Sub, check_names, sub, sub_strings, to_json
 from orchestrator.render import DeployTime, build_definition, state_machine_params, without_comments
 
 Template = dict[str, Any]
 
-# CloudFormation accepts a template body of at most 51,200 bytes in the API call itself
-# (larger ones must be uploaded to S3 first, and the bucket is part of this stack).
+# CloudFormation accepts a template body of at most 51,200 bytes in the API call itself, and
+# 1,000,000 bytes from S3 (TemplateURL): `cartflow deploy` uploads it to its artifact bucket.
 MAX_TEMPLATE_BODY_BYTES = 51_200
+MAX_TEMPLATE_BYTES = 1_000_000
 
 REGION, ACCOUNT, BUCKET = Ref("AWS::Region"), Ref("AWS::AccountId"), Ref("BucketName")
 # The state machine's Fn::Sub variable holding the SubnetIds list joined as '","' (see below).
 SUBNET_IDS_JSON = "SubnetIdsJson"
+# Where the DynamoDB stream mapping puts a batch of records it gave up on.
+STREAM_FAILURES = "StreamTriggerFailures"
+# AWS-REQUIRED "*": the CloudWatch Logs delivery actions Step Functions logging needs have no
+# resource-level permissions (AWS's documented policy for execution logging).
+LOG_DELIVERY_ACTIONS = [
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+]
 
 
 @dataclass(frozen=True)
@@ -159,6 +174,11 @@ def _write_logs(log_group: str) -> dict[str, Any]:
         "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
         "Resource": [_arn_of(log_group)],
     }
+
+
+def _send_to(queue: str) -> dict[str, Any]:
+    # An event source mapping's on-failure destination is sent to with the function's role.
+    return {"Sid": "OnFailureDestination", "Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": [_arn_of(queue)]}
 
 
 def _log_group(name: str) -> dict[str, Any]:
@@ -380,6 +400,8 @@ def _table(t: Table) -> dict[str, Any]:
         props["StreamSpecification"] = {"StreamViewType": t.stream}
     if t.ttl:
         props["TimeToLiveSpecification"] = {"AttributeName": t.ttl, "Enabled": True}
+    # Any second of the last 35 days can be restored (a bad deploy, a wrong `batches retry`).
+    props["PointInTimeRecoverySpecification"] = {"PointInTimeRecoveryEnabled": True}
     return props
 
 
@@ -391,6 +413,8 @@ def _functions(settings: Settings, options: TemplateOptions, policies: Mapping[s
         log_group = f"{f.logical}LogGroup"
         doc = copy.deepcopy(policies[f.principal])
         doc["Statement"].append(_write_logs(log_group))
+        if f.module == "stream_trigger":
+            doc["Statement"].append(_send_to(STREAM_FAILURES))
         res[log_group] = _log_group(f"/aws/lambda/{name}")
         res[f"{f.logical}Role"] = _role(
             "lambda.amazonaws.com", {f"{options.name_prefix}-{f.principal}": doc}, source_account=False
@@ -436,6 +460,16 @@ def _functions(settings: Settings, options: TemplateOptions, policies: Mapping[s
             "FunctionResponseTypes": ["ReportBatchItemFailures"],
             # A start that keeps failing is also retried by the controller's sweep of pending chunks.
             "MaximumRetryAttempts": 10,
+            # ... and once the mapping gives up, the records' description is kept (and alarmed on).
+            "DestinationConfig": {"OnFailure": {"Destination": _arn_of(STREAM_FAILURES)}},
+        },
+    }
+    res[STREAM_FAILURES] = {
+        "Type": "AWS::SQS::Queue",
+        "Properties": {
+            "QueueName": f"{options.name_prefix}-stream-trigger-failures",
+            "SqsManagedSseEnabled": True,
+            "MessageRetentionPeriod": 1_209_600,  # 14 days, SQS's maximum
         },
     }
 
@@ -569,8 +603,15 @@ def state_machine_definition(settings: Settings, options: TemplateOptions) -> Su
 
 
 def _state_machine(settings: Settings, options: TemplateOptions, spec: Spec, policies: Mapping[str, Any]) -> dict[str, Any]:
+    # Execution logging: every failed state with its error and cause (ERROR level; the data
+    # logged is what the failure notice carries anyway). /aws/vendedlogs/ is the prefix AWS
+    # recommends, so the logs resource policy Step Functions writes stays small.
+    log_group = "StateMachineLogGroup"
+    doc = copy.deepcopy(policies["state-machine"])
+    doc["Statement"].append({"Sid": "DeliverExecutionLogs", "Effect": "Allow", "Action": LOG_DELIVERY_ACTIONS, "Resource": "*"})
     return {
-        "StateMachineRole": _role("states.amazonaws.com", {f"{options.name_prefix}-state-machine": policies["state-machine"]}),
+        log_group: _log_group(f"/aws/vendedlogs/states/{spec.state_machine.name}"),
+        "StateMachineRole": _role("states.amazonaws.com", {f"{options.name_prefix}-state-machine": doc}),
         "StateMachine": {
             "Type": "AWS::StepFunctions::StateMachine",
             "Properties": {
@@ -578,9 +619,27 @@ def _state_machine(settings: Settings, options: TemplateOptions, spec: Spec, pol
                 "StateMachineType": "STANDARD",
                 "RoleArn": _arn_of("StateMachineRole"),
                 "DefinitionString": state_machine_definition(settings, options),
+                "LoggingConfiguration": {
+                    "Level": "ERROR",
+                    "IncludeExecutionData": True,
+                    "Destinations": [{"CloudWatchLogsLogGroup": {"LogGroupArn": _arn_of(log_group)}}],
+                },
             },
         },
     }
+
+
+def _alarms(spec: Spec) -> dict[str, Any]:
+    """monitoring.py's alarms on this template's functions, dead-letter queues and state machine."""
+    logical = {q.name: _logical_id(q.spec_name) for q in spec.queues}
+    dead_letters = {
+        logical[q.dead_letter.queue]: f"a message reached {q.dead_letter.queue}: {q.name} gave up on it"
+        for q in spec.queues
+        if q.dead_letter
+    }
+    dead_letters[STREAM_FAILURES] = "a batch of chunk-stream records reached the stream trigger's failure queue"
+    functions = {f"{f.logical}Function": f.module for f in FUNCTIONS}
+    return monitoring.alarms(functions, dead_letters, "StateMachine", "FailureTopic")
 
 
 # --------------------------------------------------------------------------- entry point
@@ -598,6 +657,7 @@ def build_template(settings: Settings, options: TemplateOptions | None = None, s
         _functions(settings, options, policies, typed),
         _spark_job(settings, options, policies),
         _state_machine(settings, options, typed, policies),
+        _alarms(typed),
         distributed.template_resources(settings),
     ):
         clash = set(part) & set(resources)
@@ -627,8 +687,8 @@ def build_template(settings: Settings, options: TemplateOptions | None = None, s
 
 
 def template_body(template: Template) -> str:
-    """Compact JSON, as sent to CloudFormation; raises if over the inline size limit."""
+    """Compact JSON, as uploaded for CloudFormation; raises if over its size limit for S3 templates."""
     body = json.dumps(template, separators=(",", ":"))
-    if len(body.encode()) > MAX_TEMPLATE_BODY_BYTES:
-        raise ValueError(f"template is {len(body.encode())} bytes; CloudFormation takes {MAX_TEMPLATE_BODY_BYTES} inline")
+    if len(body.encode()) > MAX_TEMPLATE_BYTES:
+        raise ValueError(f"template is {len(body.encode())} bytes; CloudFormation takes {MAX_TEMPLATE_BYTES} from S3")
     return body

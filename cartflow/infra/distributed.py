@@ -38,6 +38,7 @@ JOB_CONFIG_MAP = "cartflow-spark-job"
 # Kubernetes group of the state machine's role (its EKS access entry); RBAC below.
 STATE_MACHINE_GROUP = "cartflow-state-machine"
 IN_CLUSTER_MASTER = "k8s://https://kubernetes.default.svc:443"
+EXECUTOR_POD_TEMPLATE = "/opt/cartflow/k8s/executor-pod.json"  # spark/k8s/ in the image (spark/Dockerfile)
 TASK_ROLE = "SparkJobTaskRole"  # cloudformation.py's Fargate task role
 
 
@@ -136,6 +137,8 @@ def spark_defaults(settings: Settings, executors: int, executor_cores: int, exec
         "spark.executor.instances": str(executors),
         "spark.executor.cores": str(executor_cores),
         "spark.executor.memory": executor_memory,
+        # The image's ENTRYPOINT is the job CLI: executor pods start spark/k8s/executor.sh instead.
+        "spark.kubernetes.executor.podTemplateFile": EXECUTOR_POD_TEMPLATE,
     }
 
 

@@ -37,6 +37,7 @@ JOB_SETTINGS: tuple[str, ...] = (
     "category_kpis_table",
     "order_kpis_table",
     "max_quarantined_share",  # validation: a batch quarantining more than this fails
+    "job_results_table",  # spark.jobs.__main__ puts its result there for the AWS state machine
     "spark_driver_memory",
     "spark_shuffle_partitions",
     "spark_adaptive_execution",
@@ -54,6 +55,7 @@ NOT_ON_AWS: dict[str, str] = {
     # the default is the behaviour, and the IaC grants the LogStore's table only when it is on.
     "delta_multi_writer": "off by default; needs a LogStore jar the lock does not have yet",
     "delta_log_table": "read only with delta_multi_writer on",
+    "contracts_dir": "the image's packaged contracts are the deployed ones (rebuild the image to change a rule)",
 }
 # Set by the Spark image itself (spark/Dockerfile ENV), so identical under compose and ECS.
 FROM_SPARK_IMAGE: tuple[str, ...] = ("spark_master", "jars_dir")

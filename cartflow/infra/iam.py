@@ -262,7 +262,10 @@ def _state_machine_ecs(c: _Catalog, v: Mapping[str, Any], results: str) -> list[
     cluster_arn = arn(v, "ecs", f"cluster/{e['ecs_cluster']}")
     on_cluster = {"ArnEquals": {"ecs:cluster": cluster_arn}}
     return [
-        # ${job.state}ReadResult: the job's result document.
+        # ${job.state}ReadResult of the Fargate job states: the result the job put in the job
+        # results table (spark.jobs.__main__.publish_result).
+        _statement("ReadJobResultItem", ["dynamodb:GetItem"], [c.table(v["job_results_table"])]),
+        # ... and of the distributed (aws-eks) job states: the result document in S3.
         _statement("ReadJobResult", ["s3:GetObject"], [results]),
         # The state machine passes the family only (latest ACTIVE revision): any revision.
         _statement(
@@ -332,8 +335,10 @@ def _spark_job(c: _Catalog, v: Mapping[str, Any]) -> PolicyDocument:
                 ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
                 rw,
             ),
-            # The job's result document, read by the state machine.
+            # The job's result document, and its copy in the job results table that the AWS
+            # state machine reads (a put per job and batch; never read back by the job).
             _statement("WriteJobResult", ["s3:PutObject"], [c.objects("validation_output/")]),
+            _statement("PutJobResultItem", ["dynamodb:PutItem"], [c.table(v["job_results_table"])]),
             # transform.py DynamoKpiSink: boto3's batch_writer sends BatchWriteItem (puts, then
             # deletes of vanished rows); PutItem/DeleteItem cover single-item writes of the same
             # rows. Query only on the by_order_date index (the tables themselves are never queried).

@@ -5,8 +5,9 @@
 
 Steps (docs/deploy.md): caller identity -> images (build + push to ECR with cartflow/infra/images.py,
 or ``--image-uri services=... --image-uri spark=...``) -> network (``--vpc-id/--subnet-id``, or the
-default VPC) -> template (cartflow/infra/cloudformation.py) with the images *by digest* -> change set
--> print -> execute and wait (or delete it, and the empty stack of a first dry run).
+default VPC) -> template (cartflow/infra/cloudformation.py), uploaded to the artifact bucket
+(cartflow/infra/artifacts.py: it is over CloudFormation's inline limit) -> change set with the
+images *by digest* -> print -> execute and wait (or delete it, and the empty stack of a first dry run).
 
 Credentials come from boto3's usual chain; ``--endpoint-url`` points every client at an
 emulator (what the integration test does). The typer command is in cartflow/cli/deploy.py.
@@ -27,6 +28,7 @@ from rich.table import Table
 
 from cartflow.core.config import Settings
 from cartflow.core.exceptions import CartflowError
+from cartflow.infra import artifacts
 from cartflow.infra.cloudformation import TemplateOptions, build_template, template_body
 
 console = Console()
@@ -54,6 +56,7 @@ class DeployRequest:
     assign_public_ip: bool = True
     parameters: dict[str, str] = field(default_factory=dict)  # extra template parameters
     timeout_seconds: float = 3600.0
+    artifact_bucket: str | None = None  # default: cartflow-deploy-<account>-<region>
 
 
 @dataclass
@@ -158,14 +161,16 @@ def _stack_exists(cfn: Any, stack: str) -> bool:
     return status not in ("REVIEW_IN_PROGRESS",)
 
 
-def create_change_set(cfn: Any, stack: str, body: str, params: Mapping[str, str], timeout: float = 600.0) -> ChangeSet:
+def create_change_set(
+    cfn: Any, stack: str, template_url: str, params: Mapping[str, str], timeout: float = 600.0
+) -> ChangeSet:
     kind = "UPDATE" if _stack_exists(cfn, stack) else "CREATE"
     name = f"cartflow-{time.strftime('%Y%m%d-%H%M%S')}"
     cfn.create_change_set(
         StackName=stack,
         ChangeSetName=name,
         ChangeSetType=kind,
-        TemplateBody=body,
+        TemplateURL=template_url,
         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
         Capabilities=CAPABILITIES,
         Description="cartflow deploy",
@@ -297,8 +302,14 @@ def deploy(request: DeployRequest, settings: Settings | None = None) -> ChangeSe
     options = TemplateOptions(assign_public_ip=request.assign_public_ip, spark_repository=_repository(uris["spark"]))
     body = template_body(build_template(settings, options))
     params = stack_parameters(request, account, uris, vpc_id, subnets, settings)
+    bucket = request.artifact_bucket or artifacts.default_bucket(account, request.region)
+    try:
+        url = artifacts.upload_template(clients("s3"), bucket, request.stack, body, request.region, request.endpoint_url)
+    except artifacts.ArtifactError as exc:
+        raise DeployError(str(exc)) from exc
+    console.print(f"template ({len(body.encode())} bytes): {url}", highlight=False)
     cfn = clients("cloudformation")
-    cs = create_change_set(cfn, request.stack, body, params)
+    cs = create_change_set(cfn, request.stack, url, params)
     console.print(parameter_table(params))
     if cs.empty:
         console.print(f"stack {request.stack} is up to date: nothing to change")

@@ -1,7 +1,12 @@
 """Run MiniStack as a local process (embedded mode and integration tests).
 
 MiniStack pins its own botocore, so it lives in a virtualenv of its own, created on first
-use from PyPI. The process binds 127.0.0.1 only.
+use from PyPI, with the Docker SDK beside it. By default the process binds 127.0.0.1 only and
+runs no container (its Docker client is pointed at nothing). ``containers=True`` is the mode
+a deployed stack needs (`cartflow deploy --endpoint-url`): MiniStack runs image functions
+under the Lambda RIE and ECS tasks through the Docker socket, and binds the address of
+Docker's default bridge, which those containers reach as host.docker.internal (MiniStack
+maps it to host-gateway and sets it as their AWS_ENDPOINT_URL).
 """
 
 from __future__ import annotations
@@ -55,11 +60,17 @@ def nothing_listens(port: int) -> bool:
         return True
 
 
+# MiniStack's own [full] extra asks for docker>=7.0.0 (its ECS tasks and image functions).
+DOCKER_SDK_VERSION = "7.2.0"  # the same as the project's [release] extra
+# Where MiniStack's Docker client points when the emulator should run no container.
+_NO_DOCKER = "unix:///nonexistent/cartflow-emulator-runs-no-containers.sock"
+
+
 def ensure_ministack(settings: Settings) -> Path:
-    """The ministack executable, installing the pinned version into its venv if needed."""
+    """The ministack executable, installing the pinned version (and the Docker SDK) into its venv if needed."""
     venv = settings.emulator_venv
     exe = venv / "bin" / "ministack"
-    marker = venv / f".ministack-{settings.ministack_version}"
+    marker = venv / f".ministack-{settings.ministack_version}-docker-{DOCKER_SDK_VERSION}"
     if exe.exists() and marker.exists():
         return exe
     venv.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +90,7 @@ def ensure_ministack(settings: Settings) -> Path:
                 "--quiet",
                 "--disable-pip-version-check",
                 f"ministack=={settings.ministack_version}",
+                f"docker=={DOCKER_SDK_VERSION}",
             ],
             check=True,
         )
@@ -114,12 +126,37 @@ class EmulatorProcess:
         self._log.close()
 
 
+def docker_gateway(docker: str = "docker") -> str:
+    """The host's address on Docker's default bridge: what host-gateway resolves to in a container."""
+    try:
+        res = subprocess.run(
+            [docker, "network", "inspect", "bridge", "--format", "{{range .IPAM.Config}}{{.Gateway}}{{end}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EmulatorError(f"cannot ask Docker for its bridge address: {exc}") from exc
+    gateway = res.stdout.strip()
+    if res.returncode != 0 or not gateway:
+        raise EmulatorError(f"Docker's default bridge has no gateway address: {(res.stderr or res.stdout).strip()}")
+    return gateway
+
+
 def start_emulator(
-    settings: Settings, port: int | None = None, log_dir: Path | None = None, timeout: float = 60.0
+    settings: Settings,
+    port: int | None = None,
+    log_dir: Path | None = None,
+    timeout: float = 60.0,
+    *,
+    containers: bool = False,
+    docker: str = "docker",
 ) -> EmulatorProcess:
+    """MiniStack on ``port``; ``containers``: with Docker, on the bridge address (see the module doc)."""
     exe = ensure_ministack(settings)
     port = port or settings.emulator_port
-    endpoint = f"http://127.0.0.1:{port}"
+    host = docker_gateway(docker) if containers else "127.0.0.1"
+    endpoint = f"http://{host}:{port}"
     if is_healthy(endpoint):
         raise EmulatorError(f"something already answers on {endpoint}; stop it or pick another port")
     log_dir = log_dir or settings.state_dir
@@ -132,11 +169,13 @@ def start_emulator(
     env = {
         **os.environ,
         "GATEWAY_PORT": str(port),
-        "BIND_HOST": "127.0.0.1",
+        "BIND_HOST": host,
         "MINISTACK_REGION": settings.region,
         "S3_DATA_DIR": str(data_dir / "s3"),
         "LOG_LEVEL": "WARNING",
     }
+    if not containers:
+        env["DOCKER_HOST"] = _NO_DOCKER
     if settings.emulator_persist:
         # S3 objects are written through to disk; the other services' state is saved on a
         # clean shutdown (SIGTERM) and loaded at start.

@@ -33,7 +33,7 @@ from cartflow.core.aws import AwsClients
 from cartflow.core.config import Settings
 from cartflow.core.exceptions import CartflowError
 from cartflow.infra import apply_resources
-from cartflow.local.emulator import EmulatorProcess, free_port, is_healthy, port_is_free, start_emulator
+from cartflow.local.emulator import EmulatorProcess, free_port, is_healthy, nothing_listens, port_is_free, start_emulator
 from cartflow.local.liveness import group_pids, pid_alive, process_token
 
 COMPONENTS = ("ingest", "stream-trigger", "debouncer", "controller", "spark-runner")
@@ -124,7 +124,30 @@ def choose_port(settings: Settings) -> tuple[int, bool]:
             return port, False
     if port_is_free(settings.emulator_port):
         return settings.emulator_port, True
+    if settings.emulator_persist:
+        # The saved state lives under the port's stack directory: another port would start
+        # empty. A stack that just stopped may hold the port for a moment.
+        # TIME_WAIT connections of the stopped one do not count (the emulator binds with SO_REUSEADDR).
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if nothing_listens(settings.emulator_port):
+                return settings.emulator_port, True
+            time.sleep(0.5)
+        raise StackError(
+            f"port {settings.emulator_port} is taken and --persist keeps its state for that port: "
+            f"stop what runs there (cartflow down --port {settings.emulator_port}) or pick the port with --port"
+        )
     return free_port(), True
+
+
+def reset_activities(settings: Settings, clients: AwsClients) -> None:
+    """Delete the job activities of a restored emulator state, for apply_resources to create
+    again: MiniStack 1.5.33 restores an activity but not its task queue, so the first task
+    scheduled after a restart fails with States.Runtime (a KeyError on the activity)."""
+    for name in (settings.validate_activity, settings.transform_activity):
+        arn = settings.arn("states", f"activity:{name}")
+        with contextlib.suppress(clients.sfn.exceptions.ActivityDoesNotExist):
+            clients.sfn.delete_activity(activityArn=arn)
 
 
 @dataclass
@@ -418,7 +441,10 @@ class EmbeddedStack:
             emulator=(self.emulator.process.pid, process_token(self.emulator.process.pid)) if self.emulator else None,
         )
         self.record.save()  # before anything else starts: a crash from here on leaves the pids known
-        apply_resources(self.settings, AwsClients(self.settings))
+        clients = AwsClients(self.settings)
+        if self.emulator is not None and self.settings.emulator_persist:
+            reset_activities(self.settings, clients)
+        apply_resources(self.settings, clients)
         for name in self.components:
             self._spawn(name)
 

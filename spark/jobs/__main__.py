@@ -1,8 +1,11 @@
 """``python -m spark.jobs {validate|transform} (--batch JSON | --batch-file PATH)``
 
-The last stdout line is the result JSON. Exit codes: 0 = the job ran (a *failed* validation
-is a result, routed by the state machine's Choice, not a crash); 1 = the job crashed
-(retried by the state machine); 2 = bad invocation or batch input (retrying cannot help).
+The last stdout line is the result JSON; the same document is put in the job results table
+(spec table ``job_results_table``, key batch_id + job), where the AWS state machine reads it
+after ``ecs:runTask.sync``. Exit codes: 0 = the job ran and its result is stored (a *failed*
+validation is a result, routed by the state machine's Choice, not a crash); 1 = the job
+crashed, or its result could not be stored (retried by the state machine); 2 = bad
+invocation or batch input (retrying cannot help).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -20,6 +24,9 @@ from cartflow.core.exceptions import CartflowError
 from cartflow.core.models import BatchInput
 
 EXIT_OK, EXIT_CRASH, EXIT_BAD_INPUT = 0, 1, 2
+# A result is read by the execution that ran the job (bounded by max_execution_seconds); a
+# week leaves time to look at it afterwards. The S3 document under validation_output/ stays.
+RESULT_TTL_SECONDS = 7 * 86_400
 
 log = logging.getLogger("spark.jobs")
 
@@ -71,8 +78,22 @@ def run(job: str, batch: BatchInput, settings: Settings, warehouse: str | None) 
         spark.stop()
 
 
+def publish_result(settings: Settings, job: str, batch_id: str, result_json: str, now: float | None = None) -> None:
+    """Put the result where the AWS state machine's ReadResult state gets it (dynamodb:getItem)."""
+    from cartflow.core.aws import AwsClients
+
+    expires = int((time.time() if now is None else now) + RESULT_TTL_SECONDS)
+    AwsClients(settings).dynamodb.put_item(
+        TableName=settings.job_results_table,
+        Item={"batch_id": {"S": batch_id}, "job": {"S": job}, "document": {"S": result_json}, "expires_at": {"N": str(expires)}},
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # py4j logs the gateway's close at interpreter exit, after the result line; under
+    # spark-submit (spark.jobs.submit) the application's stderr is merged into its stdout.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:  # argparse already printed the usage error
@@ -85,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         result_json = run(args.job, batch, settings, args.warehouse)
+        publish_result(settings, args.job, batch.batch_id, result_json)
     except Exception:
         log.exception("%s job crashed for batch %s", args.job, batch.batch_id)
         return EXIT_CRASH

@@ -80,8 +80,11 @@ def contracts_dir() -> Path:
 def load_contracts(directory: Path | None = None) -> dict[str, Contract]:
     """Load every ``*.yaml`` in ``directory`` and check cross-contract references."""
     directory = directory or contracts_dir()
+    paths = sorted(directory.glob("*.yaml")) if directory.is_dir() else []
+    if not paths:
+        raise ContractError(f"{directory}: no contract files (*.yaml) there; check CARTFLOW_CONTRACTS_DIR")
     contracts: dict[str, Contract] = {}
-    for path in sorted(directory.glob("*.yaml")):
+    for path in paths:
         contract = load_contract_file(path)
         if contract.dataset in contracts:
             raise ContractError(f"{path}: dataset {contract.dataset!r} is defined twice")

@@ -15,9 +15,9 @@ import math
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-import boto3
 from pyspark.sql import DataFrame, SparkSession
 
+from cartflow.core.aws import session as aws_session
 from cartflow.core.config import Settings
 
 LOCK_FILE = Path(__file__).with_name("jars.lock")
@@ -110,8 +110,10 @@ _LOG_STORE_CONF = f"spark.io.delta.storage.{LOG_STORE_CLASS.rsplit('.', 1)[1]}"
 def delta_log_store_conf(settings: Settings, jars: list[Path]) -> dict[str, str]:
     """S3DynamoDBLogStore for s3a:// tables; RuntimeError when its jar is not locked.
 
-    Credentials and (for an emulator) the endpoint come from the AWS SDK's own chain in the
-    driver JVM (AWS_ENDPOINT_URL), as the LogStore builds its own DynamoDB client.
+    The LogStore builds its own DynamoDB client. At Delta 4.4.0 that is AWS SDK v1 (its jars
+    are not locked either), credentials from ``…credentials.provider`` and the endpoint from
+    ``…ddb.region`` alone: it has no endpoint key and ignores AWS_ENDPOINT_URL, so pointing it
+    at an emulator needs more than this conf (docs/deploy.md).
     """
     if not any(p.name.startswith(LOG_STORE_JAR) for p in jars):
         raise RuntimeError(
@@ -152,8 +154,9 @@ def s3a_credentials(settings: Settings) -> dict[str, str]:
     """
     if not settings.aws_endpoint_url:
         return {}
-    creds = boto3.Session().get_credentials()
-    if creds is None:
+    # The same credentials as the job's boto3 clients (an emulator's dummy key if the chain has none).
+    creds = aws_session(settings).get_credentials()
+    if creds is None:  # pragma: no cover - aws_session() always has a key against an endpoint
         raise RuntimeError("no AWS credentials found by boto3 (emulators take any, e.g. AWS_ACCESS_KEY_ID=test)")
     frozen = creds.get_frozen_credentials()
     keys = {

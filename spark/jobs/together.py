@@ -11,16 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from pyspark.sql import SparkSession
 from pyspark.util import inheritable_thread_target
 
 
-def run_together(actions: Sequence[Callable[[], None]]) -> None:
+def run_together(spark: SparkSession, actions: Sequence[Callable[[], None]]) -> None:
     """Run every action; waits for all, then raises the first failure (in ``actions`` order)."""
     if len(actions) <= 1:
         for action in actions:
             action()
         return
     with ThreadPoolExecutor(max_workers=len(actions), thread_name_prefix="cartflow-action") as pool:
-        futures = [pool.submit(inheritable_thread_target(action)) for action in actions]
+        inherit = inheritable_thread_target(spark)  # local properties (classic) or tags (Connect)
+        futures = [pool.submit(inherit(action)) for action in actions]
     for future in futures:
         future.result()

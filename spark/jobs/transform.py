@@ -247,7 +247,7 @@ def write_kpi_copies(spark: SparkSession, warehouse: str, rows: KpiRows, batch_i
             .partitionBy("order_date")
         )
         writers.append(partial(writer.save, to_spark_uri(join_uri(warehouse, KPIS_PREFIX, name))))
-    run_together(writers)  # two small tables: their commits overlap
+    run_together(spark, writers)  # two small tables: their commits overlap
 
 
 def _delta_row(item: dict[str, Any], schema: T.StructType, batch_id: str) -> tuple[Any, ...]:

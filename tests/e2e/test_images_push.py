@@ -1,60 +1,22 @@
 """`cartflow images push`: build every image, tag git sha + version, push with the docker SDK to
-a local registry (Debian's `docker-registry` on 127.0.0.1, temp config/storage), pull back
-by digest. The ECR login path is checked against a stubbed ECR client.
+a local registry (Debian's `docker-registry` on 127.0.0.1, temp config/storage: the e2e
+conftest's ``local_registry``), pull back by digest. The ECR login path is checked against
+a stubbed ECR client.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import shutil
-import socket
-import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from cartflow.infra import images
-from tests.conftest import require
-from tests.e2e.conftest import free_port, record_metric
+from tests.e2e.conftest import record_metric
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
-
-REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-
-
-@pytest.fixture(scope="module")
-def local_registry(docker_engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    require(Path(REGISTRY_BIN).exists(), "Debian's docker-registry is not installed (apt-get install docker-registry)")
-    # 127.0.0.0/8 registries are plain-HTTP-allowed by the engine by default; prefer :5000.
-    port = 5000
-    with socket.socket() as s:
-        if s.connect_ex(("127.0.0.1", port)) == 0:
-            port = free_port()
-    tmp = tmp_path_factory.mktemp("registry")
-    config = tmp / "config.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log: {level: warn}\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {tmp / 'storage'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-    )
-    proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else "registry exited"
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_push_every_image_and_pull_back_by_digest(local_registry: str) -> None:

@@ -60,7 +60,9 @@ def run_job(image: str, endpoint: str, job: str, batch: BatchInput, *, args: tup
         assert status["StatusCode"] == 0, container.logs().decode()[-5000:]
     finally:
         container.remove(force=True)
-    return json.loads(logs.strip().splitlines()[-1])  # the result document is the last line
+    last = logs.strip().splitlines()[-1]  # the result document is the last line
+    assert last.startswith("{"), f"last stdout line is not the result: {last!r}\n{logs[-3000:]}"
+    return json.loads(last)  # type: ignore[no-any-return]
 
 
 def test_spark_image_validates_and_transforms_a_batch_in_local_mode(spark_image: str, deps) -> None:  # type: ignore[no-untyped-def]
@@ -122,6 +124,12 @@ def test_spark_image_runs_the_launcher_on_a_cluster_with_the_same_results(  # ty
     spark_image: str, spark_cluster: tuple[str, int], deps
 ) -> None:
     master, ui = spark_cluster
+    import docker
+
+    # EKS executor pods run the image's executor entry (spark/k8s/executor.sh): present, executable.
+    with pytest.raises(docker.errors.ContainerError) as refused:
+        docker.from_env().containers.run(spark_image, [], entrypoint=["/opt/cartflow/k8s/executor.sh"], remove=True)
+    assert refused.value.exit_status == 2 and b"usage" in (refused.value.stderr or b"")
     keys = upload_dir(deps, FIXTURES / "valid")
     files = [RawFile.parse(deps.settings.bucket, k) for k in keys]
     batch = BatchInput.from_files(

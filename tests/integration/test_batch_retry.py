@@ -146,3 +146,20 @@ def test_cli_lists_failed_batches_and_retries_with_clear_errors(deps, failed_onc
     assert [f.kind for f in audit(deps, stuck_after_s=3600)] == ["failed_file_gone"]
     code, out = cli("audit")
     assert code == 1 and "failed_file_gone" in out
+
+
+def test_retry_all_failed_retries_every_failed_batch_and_says_which_it_refused(  # type: ignore[no-untyped-def]
+    deps, failed_once: Chunk, cli_env: None
+) -> None:
+    # Left by the test above: BATCH failed, its raw file deleted.
+    assert get(deps).status == BatchStatus.FAILED.value
+    code, out = cli("batches", "retry", "--all-failed")
+    assert code == 1 and "raw files are gone" in out and get(deps).status == BatchStatus.FAILED.value
+    deps.clients.s3.put_object(Bucket=deps.settings.bucket, Key=KEY, Body=b"order_id\n1\n")  # uploaded again
+    code, out = cli("batches", "retry", "--all-failed")
+    assert code == 0 and f"batch {BATCH} queued again" in out
+    assert get(deps).status == BatchStatus.PENDING.value
+    code, out = cli("batches", "retry", "--all-failed")
+    assert code == 0 and "no failed batches" in out
+    code, out = cli("batches", "retry")
+    assert code != 0 and "give a BATCH_ID or --all-failed" in out

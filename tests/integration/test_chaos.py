@@ -142,7 +142,28 @@ def kill_spark_mid_job(monkey: Monkey, deps: Any, batch_files: set[str], rng: ra
         monkey.kill("spark-runner", "mid Spark job", down_s=1)
 
 
-def test_random_kills_during_three_batches_lose_nothing_and_count_nothing_twice(deps, stack) -> None:  # type: ignore[no-untyped-def]
+OVERWRITTEN = "raw/order_lines/chaos_overwritten.csv"
+GONE = "raw/order_lines/chaos_deleted.csv"
+
+
+LINES_HEADER = "order_id,customer_id,order_date,category,product_id,quantity,unit_price,returned\n"
+FIRST = LINES_HEADER + "CHX1,CUSTX1,2025-07-06,Books,PRODX1,1,10.00,false\n"
+SECOND = FIRST.replace("1,10.00", "3,12.50") + "CHX2,CUSTX2,2025-07-07,Home,PRODX2,2,40.00,true\n"
+WITHDRAWN = LINES_HEADER + "CHX3,CUSTX3,2025-07-07,Toys,PRODX3,1,5.00,false\n"
+
+
+def overwrite_and_delete(deps) -> list[str]:  # type: ignore[no-untyped-def]
+    """Inside the first folder's window: an overwrite and an upload deleted again (keys no
+    fixture uses). Each is settled by the debouncer, which the monkey kills too."""
+    s3, bucket = deps.clients.s3, deps.settings.bucket
+    s3.put_object(Bucket=bucket, Key=OVERWRITTEN, Body=FIRST.encode())
+    s3.put_object(Bucket=bucket, Key=OVERWRITTEN, Body=SECOND.encode())
+    s3.put_object(Bucket=bucket, Key=GONE, Body=WITHDRAWN.encode())
+    s3.delete_object(Bucket=bucket, Key=GONE)
+    return [OVERWRITTEN, OVERWRITTEN, GONE]
+
+
+def test_random_kills_during_three_batches_lose_nothing_and_count_nothing_twice(deps, stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
     rng = random.Random(SEED)
     monkey = Monkey(stack, deps, rng)
     thread = monkey.start()
@@ -151,7 +172,9 @@ def test_random_kills_during_three_batches_lose_nothing_and_count_nothing_twice(
     try:
         for name in BATCHES:
             keys = upload_dir(deps, FIXTURES / name)
-            uris = {f"s3://{deps.settings.bucket}/{k}" for k in keys}
+            if name == "valid":
+                keys += overwrite_and_delete(deps)
+            uris = {f"s3://{deps.settings.bucket}/{k}" for k in keys if k != GONE}
             uploaded += keys
             # The next folder goes up only once this one is a chunk, so each folder is one batch
             # and the batches run in upload order (the oracle's order).
@@ -165,16 +188,29 @@ def test_random_kills_during_three_batches_lose_nothing_and_count_nothing_twice(
 
     rows = ledger(deps)
     per_file = Counter(r.s3_path for r in rows)
-    assert sorted(per_file) == sorted(f"s3://{deps.settings.bucket}/{k}" for k in uploaded)  # none lost
-    assert set(per_file.values()) == {1}  # none twice
+    uri = f"s3://{deps.settings.bucket}/"
+    assert sorted(per_file) == sorted({uri + k for k in uploaded})  # none lost
+    assert per_file.pop(uri + OVERWRITTEN) == 2 and set(per_file.values()) == {1}  # one row per upload
     totals = Counter(r.outcome for r in rows)
-    assert totals == {"processed": len(uploaded) - 1, "rejected": 1}, totals  # orders_semicolon.csv
+    # The overwrite supersedes the first upload and the delete withdraws its file, unless a
+    # kill held one of their events past the window: then the first upload ran in a batch of
+    # its own (the second, later, wins: same keys) or the deleted file was read before its delete.
+    ends = {path: sorted(r.outcome for r in rows if r.s3_path == uri + path) for path in (OVERWRITTEN, GONE)}
+    assert ends[OVERWRITTEN] in (["processed", "superseded"], ["processed", "processed"]), ends
+    assert ends[GONE] in (["deleted"], ["processed"]), ends
+    assert sum(totals.values()) == len(uploaded) and totals["rejected"] == 1, totals  # orders_semicolon.csv
     assert all(b.status == "done" for b in batches(deps))
     assert audit(deps, stuck_after_s=0) == []
 
-    assert_kpis_equal_oracle(
-        order_kpis(deps), category_kpis(deps), [batch_from_dir(FIXTURES / n) for n in BATCHES], max_quarantined_share=MAX_SHARE
-    )
+    folders = [batch_from_dir(FIXTURES / n) for n in BATCHES]
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "second.csv").write_text(SECOND)
+    (extra / "withdrawn.csv").write_text(WITHDRAWN)
+    # Keys no fixture uses: where each extra file ran does not change the KPIs, whether it ran does.
+    counted = [extra / "second.csv"] + ([extra / "withdrawn.csv"] if ends[GONE] == ["processed"] else [])
+    folders[0] = {**folders[0], "order_lines": [*folders[0].get("order_lines", []), *counted]}
+    assert_kpis_equal_oracle(order_kpis(deps), category_kpis(deps), folders, max_quarantined_share=MAX_SHARE)
     reruns = {b.batch_id: b.auto_reruns for b in batches(deps)}
     spark_kills = sum(1 for _, name, _ in monkey.kills if name in ("spark-runner", "spark JVM"))
     print(

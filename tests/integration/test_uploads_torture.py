@@ -8,17 +8,23 @@ batch, every upload a batch already holds, nothing deleted before its batch read
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner, Result
 
 from cartflow.core.batch_table import BatchTable
+from cartflow.core.config import get_settings
 from cartflow.local.stack import EmbeddedStack
 from cartflow.ops.actions import audit
+from cartflow.ops.backfill import create_backfill, plan_backfill
 from cartflow.ops.views import category_kpis, files, is_settled, ledger, order_kpis
 from tests.kpi_check import assert_kpis_equal_oracle
+from tests.oracle import CONTRACTS_DIR, load_contracts
 
 pytestmark = pytest.mark.integration
 
@@ -32,8 +38,23 @@ def lines(*orders: tuple[str, str, str]) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def settings(settings):  # type: ignore[no-untyped-def]
-    return settings.model_copy(update={"debounce_seconds": 4})
+def contracts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the contracts the stack validates with: a test changes a rule in it."""
+    folder = tmp_path_factory.mktemp("contracts")
+    for path in CONTRACTS_DIR.glob("*.yaml"):
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def settings(settings, contracts: Path):  # type: ignore[no-untyped-def]
+    return settings.model_copy(update={"debounce_seconds": 4, "contracts_dir": contracts})
+
+
+@pytest.fixture(scope="module")
+def uploads() -> dict[str, list[dict[str, list[Path]]]]:
+    """The batches the first test ran, for the oracle of the next."""
+    return {}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +73,18 @@ def wait_for(what: str, check: Callable[[], bool], stack: EmbeddedStack, timeout
     raise AssertionError(f"not {what} after {timeout}s")
 
 
-def test_overwrites_and_deletes_count_what_a_user_expects(deps, stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def cli(endpoint: str, *args: str) -> Result:
+    """The real CLI in-process, pointed at this module's emulator."""
+    from cartflow.cli.main import app
+
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(app, list(args), env={"CARTFLOW_AWS_ENDPOINT_URL": endpoint})
+    finally:
+        get_settings.cache_clear()
+
+
+def test_overwrites_and_deletes_count_what_a_user_expects(deps, stack, tmp_path: Path, uploads) -> None:  # type: ignore[no-untyped-def]
     s3, bucket = deps.clients.s3, deps.settings.bucket
 
     def put(key: str, body: bytes) -> None:
@@ -112,3 +144,30 @@ def test_overwrites_and_deletes_count_what_a_user_expects(deps, stack, tmp_path:
     staged = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="staging/").get("Contents", [])]
     assert staged == ["staging/"], staged  # only the folder marker: every staged copy was removed
     assert_kpis_equal_oracle(order_kpis(deps), category_kpis(deps), [batch1, batch2, batch3])
+    uploads["batches"] = [batch1, batch2, batch3]
+
+
+def test_backfill_reruns_the_archived_uploads_under_a_changed_rule(deps, stack, contracts: Path, uploads) -> None:  # type: ignore[no-untyped-def]
+    assert uploads, "needs the batches of the test above"
+    # The rule changes: Toys is no longer a category (T8 of the second batch becomes quarantined).
+    path = contracts / "order_lines.yaml"
+    path.write_text(path.read_text().replace(", Toys,", ","))
+    table = BatchTable(deps)
+    done = [c.batch_id for c in table.all()]
+    today = date.fromtimestamp(deps.now())  # the upload day: every batch's group
+
+    dry = cli(deps.settings.aws_endpoint_url, "backfill", "--from", today.isoformat(), "--to", today.isoformat(), "--dry-run")
+    assert dry.exit_code == 0 and "dry run" in dry.output and all(b in dry.output for b in done)
+    assert len(table.all()) == len(done)  # nothing created
+    plan = plan_backfill(table.all(), today, today)
+    assert [b.source.batch_id for b in plan] == done and [b.batch_id for b in plan] == [f"{b}-bf001" for b in done]
+    assert create_backfill(deps, plan) == [b.batch_id for b in plan]
+    wait_for("backfilled", lambda: {c.status for c in table.all()} == {"done"} and len(table.all()) == 2 * len(done), stack)
+
+    findings = audit(deps, stuck_after_s=0)
+    assert findings == [], findings
+    assert_kpis_equal_oracle(order_kpis(deps), category_kpis(deps), uploads["batches"], contracts=load_contracts(contracts))
+    # A second backfill re-runs the newest run of each upload, never the replaced one.
+    again = plan_backfill(table.all(), today, today)
+    assert [b.source.batch_id for b in again] == [f"{b}-bf001" for b in done]
+    assert [b.batch_id for b in again] == [f"{b}-bf002" for b in done]

@@ -13,7 +13,14 @@ from cartflow.core.config import Settings
 from cartflow.core.spec import load_spec, render
 from cartflow.infra import cloudformation as tpl
 from cartflow.infra import iam
-from cartflow.infra.cloudformation import FUNCTIONS, MAX_TEMPLATE_BODY_BYTES, TemplateOptions, build_template, template_body
+from cartflow.infra.cloudformation import (
+    FUNCTIONS,
+    LOG_DELIVERY_ACTIONS,
+    MAX_TEMPLATE_BYTES,
+    TemplateOptions,
+    build_template,
+    template_body,
+)
 from cartflow.infra.intrinsics import GetAtt, Ref, Sub, check_names, sub, to_json
 from orchestrator.render import AWS_RETRY_DEFAULTS, build_definition, without_comments
 from tests.cfn_resolve import ACCOUNT, REGION, resolve, sample_values
@@ -53,9 +60,11 @@ def test_cfn_lint_finds_nothing(template: dict[str, Any]) -> None:
     assert [f"{m.rule.id} {m.message} (line {m.linenumber})" for m in matches] == []
 
 
-def test_template_fits_the_inline_body_limit(template: dict[str, Any]) -> None:
-    # Leave room to grow before `cartflow deploy` would need an S3 upload of the template.
-    assert len(template_body(template).encode()) < MAX_TEMPLATE_BODY_BYTES * 0.9
+def test_template_fits_the_s3_template_limit(template: dict[str, Any]) -> None:
+    # `cartflow deploy` uploads it (cartflow/infra/artifacts.py): 1 MB, not the 51,200 B inline limit.
+    assert len(template_body(template).encode()) < MAX_TEMPLATE_BYTES * 0.5
+    with pytest.raises(ValueError, match="takes 1000000 from S3"):
+        template_body({**template, "Metadata": {"padding": "x" * MAX_TEMPLATE_BYTES}})
 
 
 def test_no_unresolved_tokens(template: dict[str, Any]) -> None:
@@ -94,6 +103,7 @@ def test_tables_are_the_spec_tables(template: dict[str, Any], spec: dict[str, An
             assert indexes[i["name"]]["Projection"] == {"ProjectionType": "ALL"}
         assert props.get("StreamSpecification") == ({"StreamViewType": t["stream"]} if t.get("stream") else None)
         assert props.get("TimeToLiveSpecification") == ({"AttributeName": t["ttl"], "Enabled": True} if t.get("ttl") else None)
+        assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
 
 
 def test_queues_bucket_and_notification_are_the_spec(
@@ -102,7 +112,8 @@ def test_queues_bucket_and_notification_are_the_spec(
     queues = {
         r["Properties"]["QueueName"]: resolve(r["Properties"], values) for r in of_type(template, "AWS::SQS::Queue").values()
     }
-    assert set(queues) == {q["name"] for q in spec["queues"]}
+    # The spec's, plus the stream mapping's on-failure queue, which only the AWS stack has.
+    assert set(queues) == {q["name"] for q in spec["queues"]} | {"cartflow-stream-trigger-failures"}
     for q in spec["queues"]:
         props = queues[q["name"]]
         assert props.get("VisibilityTimeout") == q.get("visibility_timeout_seconds")
@@ -189,6 +200,13 @@ def test_event_sources_report_partial_batch_failures(
         f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{streamed}/stream/"
     )
     assert all(m["FunctionResponseTypes"] == ["ReportBatchItemFailures"] for m in mappings.values())
+    # The stream mapping keeps what it gives up on, in a queue only the stream trigger's role may send to.
+    failures = values["StreamTriggerFailures.Arn"]
+    assert mappings["StreamTriggerFunction"]["DestinationConfig"] == {"OnFailure": {"Destination": failures}}
+    send = _role_policy(template, values, "StreamTriggerRole")["Statement"][-1]
+    assert (send["Action"], send["Resource"]) == (["sqs:SendMessage"], [failures])
+    queue_props = template["Resources"]["StreamTriggerFailures"]["Properties"]
+    assert queue_props["SqsManagedSseEnabled"] is True
     # Lambda requires the queue's visibility timeout to cover the function's timeout.
     (queue,) = [q for q in spec["queues"] if q["name"] == notification["queue"]]
     ingest = template["Resources"]["IngestFunction"]["Properties"]
@@ -234,6 +252,13 @@ def test_roles_carry_the_iam_module_policies(template: dict[str, Any], values: d
     }
     expected = iam.policies(iam_values)[principal]
     actual = _role_policy(template, values, role)
+    if principal == "stream-trigger":
+        # Its event source mapping's on-failure destination (a queue only the IaC names).
+        assert actual["Statement"].pop()["Sid"] == "OnFailureDestination"
+    if principal == "state-machine":
+        # Execution logging: the delivery actions AWS requires on "*".
+        logs = actual["Statement"].pop()
+        assert (logs["Sid"], logs["Action"], logs["Resource"]) == ("DeliverExecutionLogs", LOG_DELIVERY_ACTIONS, "*")
     if role.endswith("Role") and principal not in ("state-machine", "spark-job"):
         # Lambda roles add writing to their own log group (names the IaC owns).
         logs = actual["Statement"].pop()
@@ -243,7 +268,7 @@ def test_roles_carry_the_iam_module_policies(template: dict[str, Any], values: d
 
 
 def test_star_resources_only_where_aws_requires_them(template: dict[str, Any], values: dict[str, Any]) -> None:
-    allowed = {"dynamodb:ListStreams", "ecr:GetAuthorizationToken"}
+    allowed = {"dynamodb:ListStreams", "ecr:GetAuthorizationToken", *LOG_DELIVERY_ACTIONS}
     for logical, res in of_type(template, "AWS::IAM::Role").items():
         for policy in resolve(res["Properties"]["Policies"], values):
             for stmt in policy["PolicyDocument"]["Statement"]:
@@ -312,6 +337,7 @@ def test_state_machine_is_the_aws_rendering(template: dict[str, Any], values: di
             "ecs_cluster": SETTINGS.ecs_cluster,
             "ecs_task_definition": SETTINGS.ecs_task_definition,
             "ecs_container_name": SETTINGS.ecs_container_name,
+            "job_results_table": SETTINGS.job_results_table,
             "subnets": SUBNETS,
             "security_groups": [values["SparkJobSecurityGroup.GroupId"]],
             "ecs_assign_public_ip": "ENABLED",
@@ -323,6 +349,43 @@ def test_state_machine_is_the_aws_rendering(template: dict[str, Any], values: di
     props = template["Resources"]["StateMachine"]["Properties"]
     assert props["StateMachineName"] == spec["state_machine"]["name"]
     assert props["RoleArn"] == {"Fn::GetAtt": ["StateMachineRole", "Arn"]}
+
+
+def test_state_machine_logs_its_failed_states(template: dict[str, Any], values: dict[str, Any], spec: dict[str, Any]) -> None:
+    props = resolve(template["Resources"]["StateMachine"]["Properties"], values)
+    group = template["Resources"]["StateMachineLogGroup"]["Properties"]
+    assert group["LogGroupName"] == f"/aws/vendedlogs/states/{spec['state_machine']['name']}"
+    assert props["LoggingConfiguration"] == {
+        "Level": "ERROR",
+        "IncludeExecutionData": True,
+        "Destinations": [{"CloudWatchLogsLogGroup": {"LogGroupArn": values["StateMachineLogGroup.Arn"]}}],
+    }
+
+
+# ----------------------------------------------------------------------------- alarms
+
+
+def test_alarms_cover_failed_executions_function_errors_and_dead_letters(template: dict[str, Any]) -> None:
+    alarms = of_type(template, "AWS::CloudWatch::Alarm")
+    watched = {
+        (a["Properties"]["Namespace"], a["Properties"]["MetricName"], json.dumps(a["Properties"]["Dimensions"][0]["Value"]))
+        for a in alarms.values()
+    }
+    machine = json.dumps({"Ref": "StateMachine"})
+    assert ("AWS/States", "ExecutionsFailed", machine) in watched
+    assert ("AWS/States", "ExecutionsTimedOut", machine) in watched
+    for f in FUNCTIONS:
+        assert ("AWS/Lambda", "Errors", json.dumps({"Ref": f"{f.logical}Function"})) in watched
+    for queue in ("IngestQueueDlq", "StreamTriggerFailures"):
+        assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible", json.dumps({"Fn::GetAtt": [queue, "QueueName"]})) in watched
+    assert len(alarms) == len(watched) == 2 + len(FUNCTIONS) + 2
+    for name, a in alarms.items():
+        props = a["Properties"]
+        # The first failure alarms, to the topic of the failed-batch notices; quiet hours are fine.
+        assert props["AlarmActions"] == [{"Ref": "FailureTopic"}], name
+        assert (props["Threshold"], props["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold"), name
+        assert (props["EvaluationPeriods"], props["TreatMissingData"]) == (1, "notBreaching"), name
+        assert props["Statistic"] == ("Maximum" if props["Namespace"] == "AWS/SQS" else "Sum"), name
 
 
 def test_private_subnets_render_without_public_ip(values: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ import pytest
 from cartflow.core.batch_table import Chunk
 from cartflow.core.config import Settings
 from cartflow.infra import distributed, iam
-from cartflow.infra.cloudformation import MAX_TEMPLATE_BODY_BYTES, build_template, template_body, template_values
+from cartflow.infra.cloudformation import MAX_TEMPLATE_BYTES, build_template, template_body, template_values
 from cartflow.infra.environment import JOB_SETTINGS, env_name
 from orchestrator.lint import problems
 from orchestrator.render import NEVER_ROUTED, build_definition, params_from_settings, state_machine_params
@@ -175,7 +175,7 @@ def test_eks_template_is_lint_clean_and_fits_inline(template: dict[str, Any]) ->
 
     matches = lint(json.dumps(template, indent=1), regions=["us-east-1", "eu-west-1"])
     assert [f"{m.rule.id} {m.message}" for m in matches] == []
-    assert len(template_body(template).encode()) <= MAX_TEMPLATE_BODY_BYTES
+    assert len(template_body(template).encode()) <= MAX_TEMPLATE_BYTES  # uploaded by `cartflow deploy`
 
 
 def test_deployed_definition_passes_the_asl_schema_and_graph_checks(template: dict[str, Any]) -> None:
@@ -329,3 +329,19 @@ def test_aws_params_reject_a_bad_threshold() -> None:
         build_definition(
             "aws", {**state_machine_params("aws", {**BASE.spec_values(), **BASE.model_dump()}), "distributed_min_input_bytes": -1}
         )
+
+
+def test_executor_pods_start_the_jvm_backend_not_the_job_cli() -> None:
+    """Spark starts executor pods with the argument "executor"; the image's ENTRYPOINT is the job
+    CLI, so the pod template (baked into the image) points them at spark/k8s/executor.sh."""
+    repo = Path(__file__).resolve().parents[2]
+    image_dir = Path(distributed.EXECUTOR_POD_TEMPLATE).parent
+    assert f"COPY spark/k8s {image_dir}" in (repo / "spark/Dockerfile").read_text()
+    template = json.loads((repo / "spark/k8s" / Path(distributed.EXECUTOR_POD_TEMPLATE).name).read_text())
+    (container,) = template["spec"]["containers"]
+    assert container["command"] == [str(image_dir / "executor.sh")]
+    script = repo / "spark/k8s/executor.sh"
+    assert script.stat().st_mode & 0o111
+    assert "org.apache.spark.scheduler.cluster.k8s.KubernetesExecutorBackend" in script.read_text()
+    opts = distributed.spark_defaults(EKS, 2, 2, "4g")
+    assert opts["spark.kubernetes.executor.podTemplateFile"] == distributed.EXECUTOR_POD_TEMPLATE

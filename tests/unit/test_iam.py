@@ -63,6 +63,7 @@ EXPECTED_ACTIONS: dict[str, set[str]] = {
         "s3:PutObjectTagging",
         "s3:DeleteObject",
         "dynamodb:UpdateItem",
+        "dynamodb:GetItem",  # ReadResult: the job results table
         "sns:Publish",
         "ecs:RunTask",
         "ecs:DescribeTasks",

@@ -182,13 +182,14 @@ def test_local_job_state_is_an_activity_task() -> None:
     assert states["Validate"]["HeartbeatSeconds"] < states["Validate"]["TimeoutSeconds"]
 
 
-def test_aws_job_state_runs_fargate_and_reads_the_result_document() -> None:
+def test_aws_job_state_runs_fargate_checks_the_exit_code_and_reads_the_result() -> None:
     job = rendered("aws")["States"]["Validate"]
     assert job["Type"] == "Parallel"
     # The branch output is the whole new state; $[0] unwraps the one-branch result list.
     assert (job["ResultPath"], job["OutputPath"]) == ("$", "$[0]")
     branch = job["Branches"][0]
-    run, read, place = (branch["States"][f"Validate{s}"] for s in ("RunTask", "ReadResult", "Result"))
+    steps = ("RunTask", "ExitCode", "JobFailed", "ReadResult", "HasResult", "NoResult", "ParseResult", "Result")
+    run, exit_code, crashed, read, has, missing, parse, place = (branch["States"][f"Validate{s}"] for s in steps)
     assert branch["StartAt"] == "ValidateJobInput"
     job_input = branch["States"]["ValidateJobInput"]
     assert (job_input["ResultPath"], job_input["Next"]) == ("$.validation", "ValidateRunTask")
@@ -203,13 +204,71 @@ def test_aws_job_state_runs_fargate_and_reads_the_result_document() -> None:
     assert override["Name"] == "spark-job"
     # Appended to the Spark image's ENTRYPOINT (python -m spark.jobs), as the e2e test runs it.
     assert override["Command.$"] == "States.Array('validate', '--batch', States.JsonToString($.validation))"
-    assert run["ResultPath"] is None
-    assert read["Resource"] == "arn:aws:states:::aws-sdk:s3:getObject"
-    assert read["Parameters"]["Key.$"] == "States.Format('validation_output/{}.json', $.batch_id)"
-    assert read["ResultSelector"] == {"document.$": "States.StringToJson($.Body)"}
+    # The task description lands at the result path for the exit-code check; every attempt is bounded.
+    assert (run["ResultPath"], run["Next"], run["TimeoutSeconds"]) == ("$.validation", "ValidateExitCode", 3600)
+    # Exit code 0 in either shape (AWS: the task; MiniStack: DescribeTasks' response) reads the result.
+    assert exit_code["Type"] == "Choice" and exit_code["Default"] == "ValidateJobFailed"
+    paths = [{r["Variable"] for r in c["And"]} for c in exit_code["Choices"]]
+    assert paths == [{"$.validation.Containers[0].ExitCode"}, {"$.validation.tasks[0].containers[0].exitCode"}]
+    for choice in exit_code["Choices"]:
+        tests = {k: v for r in choice["And"] for k, v in r.items() if k != "Variable"}
+        assert tests == {"IsPresent": True, "IsNumeric": True, "NumericEquals": 0}
+        assert choice["Next"] == "ValidateReadResult"
+    assert (crashed["Type"], crashed["Error"]) == ("Fail", "cartflow.JobFailed")
+    assert read["Resource"] == "arn:aws:states:::dynamodb:getItem"
+    assert read["Parameters"] == {
+        "TableName": "cartflow-job-results",
+        "Key": {"batch_id": {"S.$": "$.batch_id"}, "job": {"S": "validate"}},
+        "ConsistentRead": True,
+    }
+    assert (read["ResultPath"], read["Next"]) == ("$.validation", "ValidateHasResult")
+    assert has["Choices"] == [{"Variable": "$.validation.Item.document.S", "IsPresent": True, "Next": "ValidateParseResult"}]
+    assert has["Default"] == "ValidateNoResult"
+    assert (missing["Type"], missing["Error"]) == ("Fail", "cartflow.JobResultMissing")
+    assert parse["Parameters"] == {"document.$": "States.StringToJson($.validation.Item.document.S)"}
     assert (place["Type"], place["InputPath"], place["ResultPath"]) == ("Pass", "$.validation.document", "$.validation")
     transform_read = rendered("aws")["States"]["Transform"]["Branches"][0]["States"]["TransformReadResult"]
-    assert "'validation_output/{}.transform.json'" in transform_read["Parameters"]["Key.$"]
+    assert transform_read["Parameters"]["Key"]["job"] == {"S": "transform"}
+
+
+def test_a_failed_check_is_retried_like_a_crash() -> None:
+    """JobFailed / JobResultMissing reach the job state's common Retry, whose States.TaskFailed
+    matches every error name but States.Timeout (AWS and MiniStack alike), then its Catch."""
+    states = rendered("aws")["States"]
+    for name in ("Validate", "Transform"):
+        (retry,) = states[name]["Retry"]
+        assert "States.TaskFailed" in retry["ErrorEquals"] and retry["MaxAttempts"] >= 1
+        assert states[name]["Catch"][0]["ErrorEquals"] == ["States.ALL"]
+
+
+def test_the_job_writes_its_result_under_the_key_the_state_machine_reads() -> None:
+    import spark.jobs.__main__ as jobs
+
+    calls: list[dict[str, Any]] = []
+
+    class _Ddb:
+        def put_item(self, **kw: Any) -> None:
+            calls.append(kw)
+
+    class _Clients:
+        def __init__(self, settings: Any) -> None:
+            self.dynamodb = _Ddb()
+
+    import cartflow.core.aws
+
+    original = cartflow.core.aws.AwsClients
+    cartflow.core.aws.AwsClients = _Clients  # type: ignore[misc,assignment]
+    try:
+        jobs.publish_result(SETTINGS, "transform", "b-1", '{"batch_id": "b-1"}', now=1000.0)
+    finally:
+        cartflow.core.aws.AwsClients = original  # type: ignore[misc]
+    read = rendered("aws")["States"]["Transform"]["Branches"][0]["States"]["TransformReadResult"]["Parameters"]
+    (call,) = calls
+    assert call["TableName"] == read["TableName"]
+    assert set(call["Item"]) >= set(read["Key"]) | {"document"}
+    assert call["Item"]["job"] == read["Key"]["job"] and call["Item"]["batch_id"] == {"S": "b-1"}
+    assert call["Item"]["document"] == {"S": '{"batch_id": "b-1"}'}
+    assert int(call["Item"]["expires_at"]["N"]) == 1000 + jobs.RESULT_TTL_SECONDS
 
 
 @pytest.mark.parametrize("target", ["local", "aws"])
@@ -291,8 +350,8 @@ def test_deploy_time_values_stay_as_fn_sub_variables() -> None:
     from orchestrator.render import DeployTime
 
     definition = build_definition("aws", {**aws_params(), "bucket": DeployTime("${BucketName}")})
-    read = definition["States"]["Validate"]["Branches"][0]["States"]["ValidateReadResult"]
-    assert read["Parameters"]["Bucket"] == "${BucketName}"
+    text = json.dumps(definition)
+    assert '"Bucket": "${BucketName}"' in text and SETTINGS.bucket not in text
     with pytest.raises(RenderError, match="bucket"):
         build_definition("aws", {**aws_params(), "bucket": "${BucketName}"})  # only a DeployTime may hold braces
     with pytest.raises(RenderError, match="not a Fn::Sub variable"):

@@ -304,3 +304,37 @@ def test_parse_batch_ignores_state_fields_beyond_the_batch() -> None:
 def test_unknown_job_without_activity_is_rejected(settings: Settings) -> None:
     with pytest.raises(ValueError, match="no activity ARN"):
         SparkRunner(settings, FakeSfn(), jobs={"compact": lambda sp, s, b: None}, arns={})
+
+
+def test_warm_up_builds_the_session_then_runs_the_warm_up_batch_before_any_task(settings: Settings) -> None:
+    sfn = FakeSfn()
+    order: list[str] = []
+
+    def warmup(spark: Any, s: Settings) -> float:
+        order.append(f"warm-up on {spark}")
+        return 1.0
+
+    def run_validation(spark: Any, s: Settings, batch: BatchInput) -> ValidationResult:
+        order.append("validate")
+        return validation(batch)
+
+    runner, built = make_runner(settings, sfn, {"validate": run_validation}, warmup_batch=warmup)
+    runner.warm_up()
+    sfn.add(VALIDATE_ARN, batch_dict("b1"), "t1")
+    assert runner.poll_once("validate") is True
+    assert order == ["warm-up on SPARK", "validate"]
+    assert built == ["spark"]  # the warm session is the one the task runs on
+
+
+def test_a_failing_warm_up_batch_leaves_the_runner_working(settings: Settings) -> None:
+    sfn = FakeSfn()
+
+    def warmup(spark: Any, s: Settings) -> float:
+        raise RuntimeError("bucket not there yet")
+
+    runner, built = make_runner(settings, sfn, {"validate": lambda sp, s, b: validation(b)}, warmup_batch=warmup)
+    runner.warm_up()  # logged, not raised
+    sfn.add(VALIDATE_ARN, batch_dict("b1"), "t1")
+    assert runner.poll_once("validate") is True
+    assert [s["taskToken"] for s in sfn.named("send_task_success")] == ["t1"]
+    assert built == ["spark"]

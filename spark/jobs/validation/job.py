@@ -33,7 +33,7 @@ def run_validation(
 ) -> ValidationResult:
     warehouse = warehouse or default_warehouse(batch)
     storage = storage or Storage(settings)
-    contracts = contracts or load_contracts()
+    contracts = contracts or load_contracts(settings.contracts_dir)
     result_uri = join_uri(warehouse, VALIDATION_OUTPUT_PREFIX, f"{batch.batch_id}.json")
     require_utc(spark)
 

@@ -77,9 +77,11 @@ def write_tables(
             join_uri(warehouse, FILE_REGISTRY_PREFIX),
             owners,
             partition_by=None,
+            # A backfill of one dataset keeps its originals' registry rows of the others.
+            datasets=sorted({o.dataset for o in structure.outcomes.values()}) if batch.replaces else None,
         )
     )
-    run_together(writes)
+    run_together(spark, writes)
 
 
 def valid_rows(checked: DataFrame, contract: Contract, batch: BatchInput) -> DataFrame:
@@ -113,17 +115,24 @@ def _lineage_columns(batch: BatchInput) -> list[SparkColumn]:
 
 
 def replace_batch_rows(
-    frame: DataFrame, uri: str, batch_ids: str | Sequence[str], partition_by: str | None = PROCESSING_DATE
+    frame: DataFrame,
+    uri: str,
+    batch_ids: str | Sequence[str],
+    partition_by: str | None = PROCESSING_DATE,
+    datasets: Sequence[str] | None = None,
 ) -> None:
-    """Overwrite only these batches' rows (creates the table on first write)."""
+    """Overwrite only these batches' rows (of these datasets, if given); creates the table on first write."""
     ids = [batch_ids] if isinstance(batch_ids, str) else list(batch_ids)
-    if not all(BATCH_ID_RE.match(b) for b in ids):
-        raise ValueError(f"not batch ids: {ids!r}")
+    if not all(BATCH_ID_RE.match(b) for b in [*ids, *(datasets or [])]):
+        raise ValueError(f"not batch ids / dataset names: {ids!r} {datasets!r}")
     owned = ", ".join(f"'{b}'" for b in ids)  # [A-Za-z0-9_-] only: nothing to escape
+    where = f"{BATCH_ID} IN ({owned})"
+    if datasets:
+        where += " AND dataset IN (" + ", ".join(f"'{d}'" for d in datasets) + ")"
     writer = (
         frame.write.format("delta")
         .mode("overwrite")
-        .option("replaceWhere", f"{BATCH_ID} IN ({owned})")
+        .option("replaceWhere", where)
         .option("mergeSchema", "true")  # tables written by an older version gain new columns
     )
     if partition_by:
