@@ -91,9 +91,7 @@ def ensure_bucket(s3: Any, bucket: str, region: str, *, tls_only: bool = True) -
     return True
 
 
-def upload_template(
-    s3: Any, bucket: str, stack: str, body: str, region: str, endpoint_url: str | None = None
-) -> str:
+def upload_template(s3: Any, bucket: str, stack: str, body: str, region: str, endpoint_url: str | None = None) -> str:
     """Put the template in the artifact bucket (created if missing); returns its TemplateURL."""
     from botocore.exceptions import ClientError
 

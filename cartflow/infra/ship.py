@@ -161,9 +161,7 @@ def _stack_exists(cfn: Any, stack: str) -> bool:
     return status not in ("REVIEW_IN_PROGRESS",)
 
 
-def create_change_set(
-    cfn: Any, stack: str, template_url: str, params: Mapping[str, str], timeout: float = 600.0
-) -> ChangeSet:
+def create_change_set(cfn: Any, stack: str, template_url: str, params: Mapping[str, str], timeout: float = 600.0) -> ChangeSet:
     kind = "UPDATE" if _stack_exists(cfn, stack) else "CREATE"
     name = f"cartflow-{time.strftime('%Y%m%d-%H%M%S')}"
     cfn.create_change_set(

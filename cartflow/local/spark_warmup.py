@@ -13,6 +13,7 @@ prefix is emptied before and after, so a crash leaves at most one small batch be
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -74,6 +75,10 @@ def run_warmup_batch(spark: Any, settings: Settings, rows: int = WARMUP_ROWS) ->
         run_transform(spark, lenient, batch, warehouse, sink=_DiscardSink())
     finally:
         _empty_prefix(s3, bucket)
+        # Give the warm-up's heap back while idle: G1 may uncommit heap after a full GC.
+        with contextlib.suppress(Exception):  # never mask the warm-up's own error
+            spark.catalog.clearCache()
+            spark._jvm.java.lang.System.gc()
     return time.monotonic() - started
 
 

@@ -9,11 +9,12 @@ Functions (the aws rendering) -> ecs:runTask.sync with the Spark image -> KPIs, 
 The tests run in order and share one stack:
 1. the CLI deploys; the resources carry the digests and the production hygiene (alarms to the
    failure topic, execution logging, the stream mapping's on-failure destination);
-2. fixtures/valid -> KPIs equal to the oracle (upload-to-KPIs time recorded); fixtures/broken is
-   uploaded once the valid batch is claimed, so its debounce tick overlaps the valid run;
-3. the broken batch fails: batch failed, notice on SQS naming `cartflow batches retry`, raw file kept;
-4. a job container that exits non-zero, and one that exits 0 without a result, fail their state
-   with the retry applied (the aws rendering with a 1 s retry, one-line stand-in job images).
+2. a job container that exits non-zero, and one that exits 0 without a result, fail their state
+   with the retry applied (the aws rendering with a 1 s retry, one-line stand-in job images, its
+   own chunk table): done while the debouncer's first tick (a minute after the deploy) is due;
+3. fixtures/valid -> KPIs equal to the oracle (upload-to-KPIs time recorded), then archived;
+   fixtures/broken is uploaded once the valid batch is claimed, so its tick overlaps the valid run;
+4. the broken batch fails: batch failed, notice on SQS naming `cartflow batches retry`, raw file kept.
 
 Measurements go to .cache/e2e-metrics.json (deployed_*).
 """
@@ -49,6 +50,7 @@ S = Settings()  # resource names: the spec's defaults, as deployed
 BROKEN = FIXTURES / "broken" / "order_lines" / "order_lines_all_invalid.csv"
 BROKEN_KEY = f"raw/order_lines/{BROKEN.name}"
 _deser = TypeDeserializer()
+DONE: dict[str, tuple[str, list[str]]] = {}  # what one test leaves for the next
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -59,14 +61,18 @@ def emulator(docker_engine: str, tmp_path_factory: pytest.TempPathFactory) -> It
     """MiniStack in containers mode: Docker-backed Lambda and ECS, bound to the bridge address."""
     settings = Settings(state_dir=tmp_path_factory.mktemp("deployed-state"))
     port = free_port()
-    emu = start_emulator(settings, port=port, log_dir=tmp_path_factory.mktemp("deployed-emulator"), containers=True, docker=docker_engine)
+    emu = start_emulator(
+        settings, port=port, log_dir=tmp_path_factory.mktemp("deployed-emulator"), containers=True, docker=docker_engine
+    )
     try:
         yield emu
     finally:
         emu.stop()
         # Function and task containers of this emulator (MiniStack labels them with its address).
         label = f"ministack.instance={socket.gethostname()}:{port}"
-        ids = subprocess.run([docker_engine, "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True, timeout=60)
+        ids = subprocess.run(
+            [docker_engine, "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True, timeout=60
+        )
         if ids.stdout.split():
             subprocess.run([docker_engine, "rm", "-f", *ids.stdout.split()], capture_output=True, timeout=120)
 
@@ -77,7 +83,7 @@ def _client(emulator: EmulatorProcess, service: str) -> Any:
         endpoint_url=emulator.endpoint,
         region_name=REGION,
         aws_access_key_id="test",
-        aws_secret_access_key="test",  # noqa: S106 - the emulator's dummy key
+        aws_secret_access_key="test",
     )
 
 
@@ -168,6 +174,17 @@ def wait_for(predicate: Any, timeout: float, what: str, aws: dict[str, Any], emu
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{diagnostics(aws, emulator)}")
 
 
+def job_seconds(sfn: Any, execution_arn: str) -> dict[str, float]:
+    """Seconds of the execution's two ecs:runTask.sync states (a cold Spark container each)."""
+    history = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+    run = "arn:aws:states:::ecs:runTask.sync"
+    scheduled = [e["timestamp"] for e in history if e.get("taskScheduledEventDetails", {}).get("resource") == run]
+    ended = [e["timestamp"] for e in history if e.get("taskSucceededEventDetails", {}).get("resource") == run]
+    return {
+        job: round((b - a).total_seconds(), 1) for job, a, b in zip(("validate", "transform"), scheduled, ended, strict=False)
+    }
+
+
 def upload(s3: Any, folder: Path) -> list[str]:
     keys = []
     for path in sorted(folder.rglob("*.csv")):
@@ -201,7 +218,94 @@ def test_the_cli_deploys_the_template_with_the_images_by_digest(deployed: dict[s
     assert mappings[0]["DestinationConfig"]["OnFailure"]["Destination"].endswith(":cartflow-stream-trigger-failures")
 
 
-# ----------------------------------------------------------------------------- 2. valid -> KPIs
+# ----------------------------------------------------------------------------- 2. exit code / no result
+
+
+def _stand_in_image(docker: str, exit_code: int) -> str:
+    """A job image whose entry point ignores its arguments and exits with ``exit_code``."""
+    tag = f"cartflow-e2e-job-exit:{exit_code}"
+    dockerfile = f'FROM python:3.11-slim-bookworm\nENTRYPOINT ["python", "-c", "import sys; sys.exit({exit_code})"]\n'
+    res = subprocess.run([docker, "build", "-q", "-t", tag, "-"], input=dockerfile, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return tag
+
+
+@pytest.mark.parametrize(("exit_code", "error"), [(3, "cartflow.JobFailed"), (0, "cartflow.JobResultMissing")])
+def test_a_job_that_exits_non_zero_or_puts_no_result_fails_its_state_after_retries(
+    exit_code: int, error: str, docker_engine: str, deployed: dict[str, Any], aws: dict[str, Any], emulator: EmulatorProcess
+) -> None:
+    """The deployed machine's Retry waits 30/60/120 s; this one is the same aws rendering with a
+    1 s retry, on a task definition whose job is a stand-in, and runs the whole failure path."""
+    from orchestrator.render import build_definition
+
+    ecs, sfn, ddb = aws["ecs"], aws["stepfunctions"], aws["dynamodb"]
+    # Its own chunk table: the deployed controller and stream trigger never see these batches.
+    chunk_table = f"e2e-exit-{exit_code}-chunks"
+    ddb.create_table(
+        TableName=chunk_table,
+        KeySchema=[{"AttributeName": "group_key", "KeyType": "HASH"}, {"AttributeName": "batch_id", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "group_key", "AttributeType": "S"},
+            {"AttributeName": "batch_id", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    family = f"cartflow-e2e-exit-{exit_code}"
+    ecs.register_task_definition(
+        family=family,
+        requiresCompatibilities=["FARGATE"],
+        networkMode="awsvpc",
+        cpu="256",
+        memory="512",
+        containerDefinitions=[
+            {"name": S.ecs_container_name, "image": _stand_in_image(docker_engine, exit_code), "essential": True}
+        ],
+    )
+    topics = {t["TopicArn"].rsplit(":", 1)[1]: t["TopicArn"] for t in aws["sns"].list_topics()["Topics"]}
+    definition = build_definition(
+        "aws",
+        {
+            "bucket": BUCKET,
+            "batch_chunks_table": chunk_table,
+            "success_topic_arn": topics[S.success_topic],
+            "failure_topic_arn": topics[S.failure_topic],
+            "retry_interval_seconds": 1,
+            "retry_max_attempts": 1,
+            "retry_backoff_rate": 1.0,
+            "ecs_cluster": S.ecs_cluster,
+            "ecs_task_definition": family,
+            "ecs_container_name": S.ecs_container_name,
+            "job_results_table": S.job_results_table,
+            "subnets": ["subnet-e2e"],
+            "security_groups": ["sg-e2e"],
+            "job_timeout_seconds": 120,
+        },
+    )
+    arn = sfn.create_state_machine(
+        name=f"e2e-exit-{exit_code}", definition=json.dumps(definition), roleArn="arn:aws:iam::000000000000:role/e2e"
+    )["stateMachineArn"]
+    batch = BatchInput.model_validate(
+        {"batch_id": f"b-e2e-exit-{exit_code}", "group_key": "e2e-exit", "bucket": BUCKET, "processing_date": "2026-01-01"}
+    )
+    key = {"group_key": {"S": batch.group_key}, "batch_id": {"S": batch.batch_id}}
+    ddb.put_item(TableName=chunk_table, Item={**key, "status": {"S": "processing"}})
+    execution = sfn.start_execution(stateMachineArn=arn, input=batch.model_dump_json())["executionArn"]
+
+    def ended() -> Any:
+        d = sfn.describe_execution(executionArn=execution)
+        return d if d["status"] != "RUNNING" else None
+
+    final = wait_for(ended, 240, f"the exit-{exit_code} execution to end", aws, emulator)
+    assert (final["status"], final["error"]) == ("FAILED", "cartflow.BatchFailed"), final
+    history = sfn.get_execution_history(executionArn=execution, maxResults=1000)["events"]
+    runs = [e for e in history if e.get("taskScheduledEventDetails", {}).get("resource") == "arn:aws:states:::ecs:runTask.sync"]
+    assert len(runs) == 2  # the first attempt and the one retry
+    item = ddb.get_item(TableName=chunk_table, Key=key, ConsistentRead=True)["Item"]
+    assert (item["status"]["S"], item["failed_step"]["S"]) == ("failed", "Validate")
+    assert json.loads(item["error"]["S"])["Error"] == error
+
+
+# ----------------------------------------------------------------------------- 3. valid -> KPIs
 
 
 def test_valid_fixtures_reach_kpis_equal_to_the_oracle(
@@ -216,6 +320,7 @@ def test_valid_fixtures_reach_kpis_equal_to_the_oracle(
         return next((c for c in chunks(ddb) if set(c["file_paths"]) == uris), None)
 
     valid = wait_for(claimed, 180, "the valid files' batch chunk (debouncer tick)", aws, emulator)
+    record_metric("deployed_upload_to_batch_seconds", round(time.monotonic() - t0, 1))  # window + Scheduler tick
     # The broken file's window and tick now overlap the valid run (it waits for the lock).
     s3.upload_file(str(BROKEN), BUCKET, BROKEN_KEY)
 
@@ -224,17 +329,30 @@ def test_valid_fixtures_reach_kpis_equal_to_the_oracle(
         assert c["status"] != "failed", f"the valid batch failed: {c}\n{diagnostics(aws, emulator)}"
         return c if c["status"] == "done" else None
 
-    wait_for(done, 600, "the valid batch to be done", aws, emulator)
+    final = wait_for(done, 600, "the valid batch to be done", aws, emulator)
     record_metric("deployed_upload_to_kpis_seconds", round(time.monotonic() - t0, 1))
-    assert_kpis_equal_oracle(scan(ddb, S.order_kpis_table), scan(ddb, S.category_kpis_table), [batch_from_dir(FIXTURES / "valid")])
-    # Archived by the state machine; the jobs ran as ECS tasks of the Spark image.
-    archived = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"processed/{valid['batch_id']}/").get("KeyCount", 0)
-    assert archived == len(keys)
+    record_metric("deployed_job_seconds", job_seconds(aws["stepfunctions"], final["execution_arn"]))
+    assert_kpis_equal_oracle(
+        scan(ddb, S.order_kpis_table), scan(ddb, S.category_kpis_table), [batch_from_dir(FIXTURES / "valid")]
+    )
+    # The jobs ran as ECS tasks of the Spark image and handed their results over the results table.
     result = ddb.get_item(TableName=S.job_results_table, Key={"batch_id": {"S": valid["batch_id"]}, "job": {"S": "transform"}})
     assert json.loads(result["Item"]["document"]["S"])["batch_id"] == valid["batch_id"]
+    DONE["valid"] = valid["batch_id"], keys
 
 
-# ----------------------------------------------------------------------------- 3. broken -> failure path
+def test_the_valid_batch_is_archived(aws: dict[str, Any]) -> None:
+    """Every upload of the valid batch moved from raw/ to processed/<batch_id>/."""
+    assert "valid" in DONE, "the valid batch did not finish"
+    batch_id, keys = DONE["valid"]
+    s3 = aws["s3"]
+    archived = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"processed/{batch_id}/").get("Contents", [])}
+    assert archived == {f"processed/{batch_id}/{k.removeprefix('raw/')}" for k in keys}
+    left = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="raw/").get("Contents", [])}
+    assert not left & set(keys)
+
+
+# ----------------------------------------------------------------------------- 4. broken -> failure path
 
 
 def test_a_broken_batch_fails_with_a_notice_and_keeps_its_raw_file(
@@ -260,77 +378,3 @@ def test_a_broken_batch_fails_with_a_notice_and_keeps_its_raw_file(
     assert body["event"] == "batch_failed"
     assert body["retry_command"] == f"cartflow batches retry {chunk['batch_id']}"
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix=BROKEN_KEY).get("KeyCount", 0) == 1  # kept for a fix and retry
-
-
-# ----------------------------------------------------------------------------- 4. exit code / no result
-
-
-def _stand_in_image(docker: str, exit_code: int) -> str:
-    """A job image whose entry point ignores its arguments and exits with ``exit_code``."""
-    tag = f"cartflow-e2e-job-exit:{exit_code}"
-    dockerfile = f'FROM python:3.11-slim-bookworm\nENTRYPOINT ["python", "-c", "import sys; sys.exit({exit_code})"]\n'
-    res = subprocess.run([docker, "build", "-q", "-t", tag, "-"], input=dockerfile, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
-    return tag
-
-
-@pytest.mark.parametrize(("exit_code", "error"), [(3, "cartflow.JobFailed"), (0, "cartflow.JobResultMissing")])
-def test_a_job_that_exits_non_zero_or_puts_no_result_fails_its_state_after_retries(
-    exit_code: int, error: str, docker_engine: str, deployed: dict[str, Any], aws: dict[str, Any], emulator: EmulatorProcess
-) -> None:
-    """The deployed machine's Retry waits 30/60/120 s; this one is the same aws rendering with a
-    1 s retry, on a task definition whose job is a stand-in, and runs the whole failure path."""
-    from orchestrator.render import build_definition
-
-    ecs, sfn, ddb = aws["ecs"], aws["stepfunctions"], aws["dynamodb"]
-    family = f"cartflow-e2e-exit-{exit_code}"
-    ecs.register_task_definition(
-        family=family,
-        requiresCompatibilities=["FARGATE"],
-        networkMode="awsvpc",
-        cpu="256",
-        memory="512",
-        containerDefinitions=[{"name": S.ecs_container_name, "image": _stand_in_image(docker_engine, exit_code), "essential": True}],
-    )
-    topics = {t["TopicArn"].rsplit(":", 1)[1]: t["TopicArn"] for t in aws["sns"].list_topics()["Topics"]}
-    definition = build_definition(
-        "aws",
-        {
-            "bucket": BUCKET,
-            "batch_chunks_table": S.batch_chunks_table,
-            "success_topic_arn": topics[S.success_topic],
-            "failure_topic_arn": topics[S.failure_topic],
-            "retry_interval_seconds": 1,
-            "retry_max_attempts": 1,
-            "retry_backoff_rate": 1.0,
-            "ecs_cluster": S.ecs_cluster,
-            "ecs_task_definition": family,
-            "ecs_container_name": S.ecs_container_name,
-            "job_results_table": S.job_results_table,
-            "subnets": ["subnet-e2e"],
-            "security_groups": ["sg-e2e"],
-            "job_timeout_seconds": 120,
-        },
-    )
-    arn = sfn.create_state_machine(
-        name=f"e2e-exit-{exit_code}", definition=json.dumps(definition), roleArn="arn:aws:iam::000000000000:role/e2e"
-    )["stateMachineArn"]
-    batch = BatchInput.model_validate(
-        {"batch_id": f"b-e2e-exit-{exit_code}", "group_key": "e2e-exit", "bucket": BUCKET, "processing_date": "2026-01-01"}
-    )
-    key = {"group_key": {"S": batch.group_key}, "batch_id": {"S": batch.batch_id}}
-    ddb.put_item(TableName=S.batch_chunks_table, Item={**key, "status": {"S": "processing"}, "created_at": {"N": "1"}})
-    execution = sfn.start_execution(stateMachineArn=arn, input=batch.model_dump_json())["executionArn"]
-
-    def ended() -> Any:
-        d = sfn.describe_execution(executionArn=execution)
-        return d if d["status"] != "RUNNING" else None
-
-    final = wait_for(ended, 240, f"the exit-{exit_code} execution to end", aws, emulator)
-    assert (final["status"], final["error"]) == ("FAILED", "cartflow.BatchFailed"), final
-    history = sfn.get_execution_history(executionArn=execution, maxResults=1000)["events"]
-    runs = [e for e in history if e.get("taskScheduledEventDetails", {}).get("resource") == "arn:aws:states:::ecs:runTask.sync"]
-    assert len(runs) == 2  # the first attempt and the one retry
-    item = ddb.get_item(TableName=S.batch_chunks_table, Key=key, ConsistentRead=True)["Item"]
-    assert (item["status"]["S"], item["failed_step"]["S"]) == ("failed", "Validate")
-    assert json.loads(item["error"]["S"])["Error"] == error

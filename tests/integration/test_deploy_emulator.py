@@ -2,11 +2,13 @@
 deploy of the whole generated template, whose resources are compared with the resource spec
 and with what `cartflow resources apply` creates from the same spec.
 
-MiniStack 1.5.33 runs CloudFormation change sets and provisions every resource type the
-template uses (S3, SQS, DynamoDB, SNS, IAM, Lambda, event source mappings, Scheduler, ECS,
-EC2 security groups, Logs, Step Functions). Known gaps, checked offline instead
-(tests/unit/test_deploy_template.py): it does not apply a table's TimeToLiveSpecification, and
-its change sets list conditional resources and report unchanged ones as Modify.
+MiniStack 1.5.33 runs CloudFormation change sets (from the template `cartflow deploy` puts in
+its artifact bucket: TemplateURL) and provisions every resource type the template uses (S3,
+SQS, DynamoDB, SNS, IAM, Lambda, event source mappings, Scheduler, ECS, EC2 security groups,
+Logs, Step Functions, CloudWatch alarms). Known gaps, checked offline instead
+(tests/unit/test_deploy_template.py): it does not apply a table's TimeToLiveSpecification or
+PointInTimeRecoverySpecification, and its change sets list conditional resources and report
+unchanged ones as Modify. Running the deployed stack is tests/e2e/test_stack_in_emulator.py.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from cartflow.infra import apply_resources
 from cartflow.infra.cloudformation import FUNCTIONS, build_template
 from cartflow.infra.environment import FUNCTION_SETTINGS, JOB_SETTINGS, env_name
 from cartflow.infra.ship import DeployRequest, deploy
-from orchestrator.render import AWS_RETRY_DEFAULTS, build_definition
+from orchestrator.render import AWS_RETRY_DEFAULTS, build_definition, without_comments
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -62,6 +64,18 @@ def test_dry_run_prints_the_change_set_and_leaves_nothing(emulator: str, clients
     stacks = clients.client("cloudformation").list_stacks()["StackSummaries"]
     assert all(s["StackStatus"] == "DELETE_COMPLETE" for s in stacks if s["StackName"] == STACK)
     assert clients.dynamodb.list_tables()["TableNames"] == []
+
+
+def test_the_template_goes_through_the_artifact_bucket(emulator: str, clients: AwsClients) -> None:
+    """Over the 51,200-byte inline limit: CloudFormation reads it from the artifact bucket."""
+    from cartflow.infra.cloudformation import MAX_TEMPLATE_BODY_BYTES, template_body
+
+    body = template_body(build_template(Settings()))
+    assert len(body.encode()) > MAX_TEMPLATE_BODY_BYTES
+    cs = deploy(_request(emulator, dry_run=True, artifact_bucket="it-artifacts"))
+    keys = [o["Key"] for o in clients.s3.list_objects_v2(Bucket="it-artifacts")["Contents"]]
+    assert keys and all(k.startswith(f"templates/{STACK}/") for k in keys)
+    assert cs.change_set_type == "CREATE"
 
 
 def test_cli_dry_run(emulator: str) -> None:
@@ -186,7 +200,13 @@ def test_queues_bucket_topics_match_the_spec(deployed: dict[str, str], clients: 
     got = [
         (c["QueueArn"].rsplit(":", 1)[1], c["Events"], c["Filter"]["Key"]["FilterRules"]) for c in config["QueueConfigurations"]
     ]
-    assert got == [(n["queue"], n["events"], [{"Name": "prefix", "Value": n["prefix"]}]) for n in spec["bucket"]["notifications"]]
+    # The template writes one queue configuration per event (CloudFormation's shape).
+    expected = [
+        (n["queue"], [event], [{"Name": "prefix", "Value": n["prefix"]}])
+        for n in spec["bucket"]["notifications"]
+        for event in n["events"]
+    ]
+    assert got == expected
     topics = {t["TopicArn"].rsplit(":", 1)[1] for t in clients.sns.list_topics()["Topics"]}
     assert set(spec["topics"]) <= topics
 
@@ -235,12 +255,13 @@ def test_spark_task_definition_and_state_machine(deployed: dict[str, str], clien
             "ecs_cluster": s.ecs_cluster,
             "ecs_task_definition": s.ecs_task_definition,
             "ecs_container_name": s.ecs_container_name,
+            "job_results_table": s.job_results_table,
             "subnets": network["Subnets"],
             "security_groups": network["SecurityGroups"],
             "ecs_assign_public_ip": "ENABLED",
         },
     )
-    assert definition == expected
+    assert definition == without_comments(expected)  # the template leaves the Comments out
 
 
 def test_tables_equal_what_resources_apply_creates(deployed: dict[str, str], settings: Settings, clients: AwsClients) -> None:

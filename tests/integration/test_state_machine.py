@@ -469,10 +469,11 @@ def _fake_worker(sfn: Any, arn: str, respond: Callable[[dict[str, Any]], dict[st
             sfn.send_task_success(taskToken=task["taskToken"], output=json.dumps(respond(payload)))
 
 
-def test_aws_job_states_data_flow_with_stubbed_ecs_and_s3(stack: Stack, jobs: StubJobs) -> None:
-    """The AWS rendering with runTask.sync / s3:getObject swapped for Activities (MiniStack runs
-    neither faithfully): proves the Parallel -> ResultSelector(StringToJson) -> Pass unwrap ->
-    OutputPath $[0] chain leaves the same state as the local Activity, and the ECS command."""
+def test_aws_job_states_data_flow_with_stubbed_ecs(stack: Stack, jobs: StubJobs) -> None:
+    """The AWS rendering with runTask.sync swapped for an Activity (here no container runs): proves
+    the Parallel -> exit-code Choice -> dynamodb:getItem of the job's result -> StringToJson ->
+    Pass unwrap -> OutputPath $[0] chain leaves the same state as the local Activity, and the
+    ECS command. The stub answers with the shape AWS returns (the stopped task, exit code 0)."""
     s, c = stack.settings, stack.clients
     params = {
         **params_from_settings(s, "aws"),
@@ -483,36 +484,37 @@ def test_aws_job_states_data_flow_with_stubbed_ecs_and_s3(stack: Stack, jobs: St
     }
     definition = build_definition("aws", params)
     ecs_arn = c.sfn.create_activity(name="fake-ecs-run-task")["activityArn"]
-    s3_arn = c.sfn.create_activity(name="fake-s3-get-object")["activityArn"]
     for job in ("Validate", "Transform"):
         branch = definition["States"][job]["Branches"][0]["States"]
         assert branch[f"{job}RunTask"]["Resource"] == "arn:aws:states:::ecs:runTask.sync"
-        assert branch[f"{job}ReadResult"]["Resource"] == "arn:aws:states:::aws-sdk:s3:getObject"
+        assert branch[f"{job}ReadResult"]["Resource"] == "arn:aws:states:::dynamodb:getItem"
         branch[f"{job}RunTask"]["Resource"] = ecs_arn
-        branch[f"{job}ReadResult"]["Resource"] = s3_arn
     sm_arn = _create_state_machine(c, "cartflow-aws-dataflow", definition)
 
     batch = _new_batch(stack)
     documents = {
-        f"validation_output/{batch.batch_id}.json": passed(batch).model_dump_json(),
-        f"validation_output/{batch.batch_id}.transform.json": transformed(batch).model_dump_json(),
+        "validate": passed(batch).model_dump_json(),
+        "transform": transformed(batch).model_dump_json(),
     }
+    for job, document in documents.items():  # what spark.jobs.__main__.publish_result puts
+        c.dynamodb.put_item(
+            TableName=s.job_results_table,
+            Item={"batch_id": {"S": batch.batch_id}, "job": {"S": job}, "document": {"S": document}},
+        )
     ecs_calls: list[Any] = []
-    s3_calls: list[Any] = []
-    for arn, respond, seen in (
-        (ecs_arn, lambda p: {"Tasks": [{"LastStatus": "STOPPED"}]}, ecs_calls),
-        (s3_arn, lambda p: {"Body": documents[p["Key"]], "ContentType": "application/json"}, s3_calls),
-    ):
-        threading.Thread(target=_fake_worker, args=(c.client("stepfunctions"), arn, respond, seen), daemon=True).start()
+
+    def stopped_task(_: dict[str, Any]) -> dict[str, Any]:
+        return {"LastStatus": "STOPPED", "Containers": [{"Name": "spark-job", "ExitCode": 0}]}
+
+    threading.Thread(target=_fake_worker, args=(c.client("stepfunctions"), ecs_arn, stopped_task, ecs_calls), daemon=True).start()
 
     desc = _run(stack, batch, sm_arn)
     assert desc["status"] == "SUCCEEDED", desc
     output = json.loads(desc["output"])
-    assert output["validation"] == json.loads(documents[f"validation_output/{batch.batch_id}.json"])
-    assert output["transform"] == json.loads(documents[f"validation_output/{batch.batch_id}.transform.json"])
+    assert output["validation"] == json.loads(documents["validate"])
+    assert output["transform"] == json.loads(documents["transform"])
     assert set(output) == set(json.loads(batch.model_dump_json())) | {"validation", "transform"}
 
-    assert [call["Key"] for call in s3_calls] == list(documents)
     commands = [call["Overrides"]["ContainerOverrides"][0]["Command"] for call in ecs_calls]
     # Arguments to the Spark image's ENTRYPOINT (python -m spark.jobs).
     assert [cmd[:2] for cmd in commands] == [["validate", "--batch"], ["transform", "--batch"]]

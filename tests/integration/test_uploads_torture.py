@@ -22,7 +22,7 @@ from cartflow.core.config import get_settings
 from cartflow.local.stack import EmbeddedStack
 from cartflow.ops.actions import audit
 from cartflow.ops.backfill import create_backfill, plan_backfill
-from cartflow.ops.views import category_kpis, files, is_settled, ledger, order_kpis
+from cartflow.ops.views import category_kpis, execution_state, files, is_settled, ledger, order_kpis
 from tests.kpi_check import assert_kpis_equal_oracle
 from tests.oracle import CONTRACTS_DIR, load_contracts
 
@@ -108,23 +108,37 @@ def test_overwrites_and_deletes_count_what_a_user_expects(deps, stack, tmp_path:
     wait_for("settled", lambda: is_settled(deps, 5), stack)
     batch1 = {"order_lines": [saved("over.csv", second), saved("twin a.csv", twin)]}
 
-    # --- while a batch runs: an overwrite of a key it holds, a delete of another
+    # --- while a batch runs: overwrites of keys it holds while it validates and while it
+    # transforms, a delete of another key it holds
     held, later = lines(("T6", "2025-07-08", "Home")), lines(("T6", "2025-07-08", "Books"), ("T7", "2025-07-08", "Home"))
+    checked, rechecked = lines(("T9", "2025-07-08", "Books")), lines(("T9", "2025-07-08", "Home"))
     kept = lines(("T8", "2025-07-08", "Toys"))
-    put("held.csv", held)
-    put("kept.csv", kept)
+    for key, body in (("held.csv", held), ("checked.csv", checked), ("kept.csv", kept)):
+        put(key, body)
     table = BatchTable(deps)
-    wait_for("processing", lambda: any(c.status == "processing" and len(c.file_paths) == 2 for c in table.all()), stack)
-    put("held.csv", later)  # a new upload: its own, later batch
+
+    def running_arn() -> str | None:
+        chunk = next((c for c in table.all() if c.status == "processing" and len(c.file_paths) == 3), None)
+        return chunk.execution_arn if chunk else None
+
+    wait_for("processing", lambda: running_arn() is not None, stack)
+    arn = running_arn()
+    wait_for("validating", lambda: execution_state(deps, arn) == "Validate", stack)
+    put("checked.csv", rechecked)  # while it validates: a new upload, its own later batch
     s3.delete_object(Bucket=bucket, Key="raw/order_lines/kept.csv")  # the batch already holds it
-    wait_for("settled", lambda: is_settled(deps, 8) and len(table.all()) == 3, stack)
-    batch2 = {"order_lines": [saved("held.csv", held), saved("kept.csv", kept)]}
-    batch3 = {"order_lines": [saved("held-2.csv", later)]}
+    wait_for("transforming", lambda: execution_state(deps, arn) == "Transform", stack)
+    put("held.csv", later)  # while it transforms
+    wait_for("settled", lambda: is_settled(deps, 10) and all(c.status == "done" for c in table.all()), stack)
+    batch2 = {"order_lines": [saved("held.csv", held), saved("checked.csv", checked), saved("kept.csv", kept)]}
+    # The two later uploads: one batch or two (their keys differ, so the KPIs are the same).
+    batch3 = {"order_lines": [saved("checked-2.csv", rechecked), saved("held-2.csv", later)]}
 
     findings = audit(deps, stuck_after_s=0)
     assert findings == [], findings
     states = sorted((f.s3_path.rsplit("/", 1)[-1], f.state) for f in files(deps))
     assert states == [
+        ("checked.csv", "archived"),
+        ("checked.csv", "archived"),
         ("gone.csv", "deleted"),
         ("held.csv", "archived"),
         ("held.csv", "archived"),
@@ -145,6 +159,19 @@ def test_overwrites_and_deletes_count_what_a_user_expects(deps, stack, tmp_path:
     assert staged == ["staging/"], staged  # only the folder marker: every staged copy was removed
     assert_kpis_equal_oracle(order_kpis(deps), category_kpis(deps), [batch1, batch2, batch3])
     uploads["batches"] = [batch1, batch2, batch3]
+    print("\nStageRawFiles per batch (files, s): " + ", ".join(stage_seconds(deps, c) for c in table.all()))
+
+
+def stage_seconds(deps, chunk) -> str:  # type: ignore[no-untyped-def]
+    """How long the batch's staging copies took, from its execution history (a measurement)."""
+    events = deps.clients.sfn.get_execution_history(executionArn=chunk.execution_arn, maxResults=1000)["events"]
+    times = {}
+    for e in events:
+        name = (e.get("stateEnteredEventDetails") or e.get("stateExitedEventDetails") or {}).get("name")
+        if name == "StageRawFiles":
+            times[e["type"]] = e["timestamp"]
+    took = (times["MapStateExited"] - times["MapStateEntered"]).total_seconds()
+    return f"{len(chunk.file_paths)} files {took:.2f}"
 
 
 def test_backfill_reruns_the_archived_uploads_under_a_changed_rule(deps, stack, contracts: Path, uploads) -> None:  # type: ignore[no-untyped-def]

@@ -241,7 +241,8 @@ def test_a_failed_check_is_retried_like_a_crash() -> None:
         assert states[name]["Catch"][0]["ErrorEquals"] == ["States.ALL"]
 
 
-def test_the_job_writes_its_result_under_the_key_the_state_machine_reads() -> None:
+def test_the_job_writes_its_result_under_the_key_the_state_machine_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cartflow.core.aws
     import spark.jobs.__main__ as jobs
 
     calls: list[dict[str, Any]] = []
@@ -254,14 +255,8 @@ def test_the_job_writes_its_result_under_the_key_the_state_machine_reads() -> No
         def __init__(self, settings: Any) -> None:
             self.dynamodb = _Ddb()
 
-    import cartflow.core.aws
-
-    original = cartflow.core.aws.AwsClients
-    cartflow.core.aws.AwsClients = _Clients  # type: ignore[misc,assignment]
-    try:
-        jobs.publish_result(SETTINGS, "transform", "b-1", '{"batch_id": "b-1"}', now=1000.0)
-    finally:
-        cartflow.core.aws.AwsClients = original  # type: ignore[misc]
+    monkeypatch.setattr(cartflow.core.aws, "AwsClients", _Clients)
+    jobs.publish_result(SETTINGS, "transform", "b-1", '{"batch_id": "b-1"}', now=1000.0)
     read = rendered("aws")["States"]["Transform"]["Branches"][0]["States"]["TransformReadResult"]["Parameters"]
     (call,) = calls
     assert call["TableName"] == read["TableName"]
