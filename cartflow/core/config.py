@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     # Where the dataset contracts are read from at each validation (None: the packaged ones,
     # spark/jobs/contracts/). Change a rule there, then `cartflow backfill` re-runs uploads under it.
     contracts_dir: Path | None = None
+    # The spark-runner runs a generated batch under spark-runner-warmup/ at start, so the first
+    # real batch runs warm (docs/benchmarks.md): first batch ~2x faster, but the runner takes
+    # about 2 minutes more to start and about 1 GB more memory. Off by default.
+    spark_warmup: bool = False
 
     # --- pipeline behaviour ------------------------------------------------------
     debounce_seconds: int = Field(default=60, ge=0, le=86_400)

@@ -247,9 +247,11 @@ class BatchInput(BaseModel):
         versions: dict[str, str] | None = None,
         sources: dict[str, str] | None = None,
         replaces: list[str] | None = None,
+        staged: bool = True,
     ) -> BatchInput:
         """``versions``: raw URI -> uploaded version id; ``sources``: raw URI -> the archived
-        key a backfill reads instead of raw/ (its raw version is long gone)."""
+        key a backfill reads instead of raw/ (its raw version is long gone). ``staged=False``: the
+        jobs read the raw keys themselves (a job run outside the state machine, which stages)."""
         versions, sources = versions or {}, sources or {}
         by_type: dict[str, list[str]] = {t.paths_field: [] for t in DataType}
         archive = []
@@ -276,7 +278,7 @@ class BatchInput(BaseModel):
                 "group_key": group_key,
                 "bucket": bucket,
                 "processing_date": processing_date,
-                "staged": True,
+                "staged": staged,
                 "replaces": list(replaces or []),
                 "archive": archive,
                 **by_type,

@@ -400,9 +400,9 @@ def run_forever(settings: Settings) -> None:
     clients = AwsClients(settings)
     heartbeat = min(HEARTBEAT_SECONDS, settings.job_heartbeat_seconds / 4)
     batches = BatchTable(Deps(settings=settings, clients=clients))
-    # The warm-up writes to the stack's bucket: only on an emulator (the local targets).
+    # The warm-up writes to the stack's bucket: only on an emulator (the local targets), on request.
     warmup = None
-    if settings.aws_endpoint_url:
+    if settings.aws_endpoint_url and settings.spark_warmup:
         from cartflow.local.spark_warmup import run_warmup_batch
 
         warmup = run_warmup_batch

@@ -74,6 +74,7 @@ def test_spark_image_validates_and_transforms_a_batch_in_local_mode(spark_image:
         bucket=deps.settings.bucket,
         processing_date="2025-07-09",
         files=files,
+        staged=False,  # the job reads raw/ itself: no state machine staged copies for it
     )
 
     validation = run_job(spark_image, deps.settings.aws_endpoint_url, "validate", batch)

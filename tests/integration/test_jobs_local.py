@@ -636,7 +636,7 @@ def test_exported_files_with_spaces_unicode_bom_gzip_and_utc_are_read_from_s3a(
         assert created.key == key  # S3 sends "2025+08+01+export+%281%29.csv"; ingest decodes it
         files.append(RawFile.parse(bucket, created.key))
     batch = BatchInput.from_files(
-        batch_id="20250802T100000Z-s3a", group_key="g", bucket=bucket, processing_date="2025-08-02", files=files
+        batch_id="20250802T100000Z-s3a", group_key="g", bucket=bucket, processing_date="2025-08-02", files=files, staged=False
     )
     assert batch.orders_paths == [f"s3://{bucket}/raw/orders/2025 08 01 export (1).csv", f"s3://{bucket}/raw/orders/ünïcode.csv"]
 
