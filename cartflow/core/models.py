@@ -258,7 +258,7 @@ class BatchInput(BaseModel):
         for f in sorted(files, key=lambda f: f.key):
             by_type[f.data_type.paths_field].append(f.uri)
             version = versions.get(f.uri) or None
-            staged = staged_key(batch_id, f.key)
+            copy_key = staged_key(batch_id, f.key)
             archive.append(
                 ArchiveItem(
                     source_key=f.key,
@@ -266,8 +266,8 @@ class BatchInput(BaseModel):
                     read_source=copy_source(f.bucket, sources[f.uri])
                     if f.uri in sources
                     else copy_source(f.bucket, f.key, version),
-                    staged_key=staged,
-                    copy_source=copy_source(f.bucket, staged),
+                    staged_key=copy_key,
+                    copy_source=copy_source(f.bucket, copy_key),
                     archive_key=f"{PROCESSED_PREFIX}{batch_id}/{f.key[len(RAW_PREFIX) :]}",
                     delete_raw=f.uri not in sources,
                 )
