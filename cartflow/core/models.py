@@ -200,6 +200,7 @@ class ArchiveItem(BaseModel):
     staged_key: str = ""
     copy_source: str  # CopySource of the staged copy (what the archive copies)
     archive_key: str
+    rejected_key: str = ""  # where it goes instead when validation rejects the file as a whole
     delete_raw: bool = True  # False for a backfill, whose source is already an archived copy
 
 
@@ -269,6 +270,7 @@ class BatchInput(BaseModel):
                     staged_key=copy_key,
                     copy_source=copy_source(f.bucket, copy_key),
                     archive_key=f"{PROCESSED_PREFIX}{batch_id}/{f.key[len(RAW_PREFIX) :]}",
+                    rejected_key=f"{REJECTED_PREFIX}{batch_id}/{f.key[len(RAW_PREFIX) :]}",
                     delete_raw=f.uri not in sources,
                 )
             )
@@ -326,7 +328,11 @@ class ValidationResult(BaseModel):
     quarantined_share: float = 0.0
     max_quarantined_share: float = 1.0
     errors: list[str] = Field(default_factory=list)  # why the batch failed
-    archive: list[ArchiveItem] = Field(default_factory=list)  # where each raw file goes on success
+    archive: list[ArchiveItem] = Field(default_factory=list)  # where each raw file goes on success (local runs)
+    # What the state machine's archive needs from the job on every target (the aws job input
+    # has no archive list): raw keys of files rejected as a whole, and of uploads gone before staging.
+    rejected_sources: list[str] = Field(default_factory=list)
+    missing_sources: list[str] = Field(default_factory=list)
     result_uri: str | None = None
 
     @property

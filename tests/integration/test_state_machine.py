@@ -241,8 +241,10 @@ def test_success_archives_marks_done_releases_lock_and_notifies(stack: Stack, jo
     assert _path(stack, desc) == [
         "CheckCurrent",
         "StageRawFiles",
+        "RouteValidate",
         "Validate",
         "CheckValidation",
+        "RouteTransform",
         "Transform",
         "ArchiveRawFiles",
         "DeleteRawFiles",
@@ -320,6 +322,7 @@ def test_validation_failed_notifies_marks_failed_and_keeps_raw_files(stack: Stac
     assert _path(stack, desc) == [
         "CheckCurrent",
         "StageRawFiles",
+        "RouteValidate",
         "Validate",
         "CheckValidation",
         "ValidationRejected",
@@ -366,8 +369,10 @@ def test_transform_failing_is_retried_then_takes_the_failure_path(
     assert _path(stack, desc) == [
         "CheckCurrent",
         "StageRawFiles",
+        "RouteValidate",
         "Validate",
         "CheckValidation",
+        "RouteTransform",
         "Transform",
         "TransformFailed",
         "NotifyFailure",
@@ -440,7 +445,7 @@ def test_failed_copy_leaves_every_raw_file_in_place(stack: Stack, jobs: StubJobs
     desc = _run(stack, batch)
 
     assert desc["status"] == "FAILED", desc
-    assert _path(stack, desc)[5:] == [
+    assert _path(stack, desc)[7:] == [
         "ArchiveRawFiles",
         "ArchiveFailed",
         "NotifyFailure",

@@ -117,7 +117,7 @@ def test_the_top_level_flow() -> None:
     assert stage["Parameters"]["CopySource.$"] == "$.read_source"
     assert {e for c in stage["Catch"] for e in c["ErrorEquals"]} == {"S3.NoSuchKeyException", "S3.NoSuchVersionException"}
     deletes = states["DeleteRawFiles"]["ItemProcessor"]["States"]
-    assert deletes["DeleteRawVersion"]["Parameters"]["VersionId.$"] == "$.version_id"
+    assert deletes["DeleteRawVersion"]["Parameters"]["VersionId.$"] == "$.item.version_id"
     assert states["CheckCurrent"]["Catch"][0] == {
         "ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"],
         "ResultPath": "$.error",

@@ -23,7 +23,7 @@ from spark.jobs.contracts import Contract
 from spark.jobs.delta_io import read_delta_if_exists
 from spark.jobs.filecheck import FileInspection, inspect_file
 from spark.jobs.rowcheck import duplicate_file_reason
-from spark.jobs.storage import Storage, as_s3_uri, join_uri
+from spark.jobs.storage import Storage, as_s3_uri, join_uri, parse_s3
 from spark.jobs.validation.columns import BATCH_ID, SOURCE_FILE
 
 # Its staged copy is missing: the uploaded version was gone when the batch staged it.
@@ -117,6 +117,21 @@ def earlier_copies(
         .collect()  # a handful of metadata rows, never data
     )
     return {r["sha256"]: (r[SOURCE_FILE], r[BATCH_ID]) for r in sorted(rows, key=lambda r: (r[BATCH_ID], r[SOURCE_FILE]))}
+
+
+def archive_exceptions(structure: Structure) -> tuple[list[str], list[str]]:
+    """(raw keys rejected as a whole, raw keys gone before staging): what the state machine's
+    archive reads to send a file to rejected/ or to leave it out."""
+
+    def key(uri: str) -> str | None:
+        loc = parse_s3(uri)
+        return loc.key if loc else None
+
+    rejected = [
+        k for uri, o in structure.outcomes.items() if o.status == "rejected" and uri not in structure.missing if (k := key(uri))
+    ]
+    missing = [k for uri in sorted(structure.missing) if (k := key(uri))]
+    return rejected, missing
 
 
 def archive_plan(batch: BatchInput, structure: Structure) -> list[ArchiveItem]:

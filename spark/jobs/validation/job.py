@@ -13,7 +13,7 @@ from spark.jobs.delta_io import default_warehouse, require_utc
 from spark.jobs.session import SHUFFLE_CSV_BYTES, fit_shuffle_partitions
 from spark.jobs.storage import Storage, as_s3_uri, join_uri
 from spark.jobs.validation.counts import count_rows, fill_result
-from spark.jobs.validation.files import archive_plan, decide_files, earlier_copies, inspect_batch
+from spark.jobs.validation.files import archive_exceptions, archive_plan, decide_files, earlier_copies, inspect_batch
 from spark.jobs.validation.output import write_tables
 from spark.jobs.validation.reading import read_raw
 from spark.jobs.validation.references import referenceable_keys
@@ -73,6 +73,7 @@ def run_validation(
             write_tables(spark, checked, contracts, structure, counts, batch, warehouse)
             result.processing_dates = [batch.processing_date] if checked else []
             result.archive = archive_plan(batch, structure)
+            result.rejected_sources, result.missing_sources = archive_exceptions(structure)
     finally:
         for frame in checked.values():
             frame.unpersist()
