@@ -244,7 +244,7 @@ def test_json_output_and_target_line_on_the_emulator(deps, base_env: dict[str, s
     res = run(env, "audit", "--json")
     audit = _json(res)
     assert isinstance(audit, dict) and set(audit) == {"files", "totals", "findings", "ok"}
-    assert audit["totals"] == {"processed": 0, "rejected": 0, "failed": 0, "in progress": 6}
+    assert audit["totals"] == {"processed": 0, "rejected": 0, "superseded": 0, "deleted": 0, "failed": 0, "in progress": 6}
     assert res.returncode == (0 if audit["ok"] else 1)
 
     deps.clients.dynamodb.put_item(
