@@ -136,6 +136,8 @@ def test_spark_image_runs_the_launcher_on_a_cluster_with_the_same_results(  # ty
     batch = BatchInput.from_files(
         batch_id="b0000000000002-cluster-000", group_key="cluster", bucket=deps.settings.bucket,
         processing_date="2025-07-09", files=files,
+        # The same fixtures the local-mode test ran: a re-run of that batch, not copies of its files.
+        replaces=["b0000000000001-fargate-000"],
     ).model_copy(update={"staged": False})  # read raw/ directly: no state machine staged copies here  # fmt: skip
     # The KPI tables start empty, so what the oracle check sees is this run's output.
     for table in (deps.settings.order_kpis_table, deps.settings.category_kpis_table):
