@@ -25,6 +25,13 @@ class Target(StrEnum):
     AWS = "aws"
 
 
+class Fidelity(StrEnum):
+    """cartflow.local.stack.FIDELITIES: what `cartflow up` runs."""
+
+    EMBEDDED = "embedded"
+    AWS = "aws"
+
+
 class Component(StrEnum):
     """cartflow.local.stack.COMPONENTS: what `cartflow serve` runs."""
 

@@ -15,7 +15,7 @@ import typer
 from rich.live import Live
 from rich.text import Text
 
-from cartflow.cli.choices import Component
+from cartflow.cli.choices import Component, Fidelity
 from cartflow.cli.context import JsonOpt, console, deps, fixtures_dir, print_json
 from cartflow.cli.tables import batches_table, files_table, kpi_tables
 from cartflow.core.config import Settings, get_settings
@@ -187,28 +187,66 @@ def up(
     detach: Annotated[bool, typer.Option("--detach", "-d", help="run in the background; return once it is healthy")] = False,
     port: PortOpt = None,
     only: Annotated[list[Component] | None, typer.Option("--only", help="start only this component (repeatable)")] = None,
-    timeout: Annotated[float, typer.Option(help="--detach: give up when not healthy after seconds")] = 300,
+    timeout: Annotated[float | None, typer.Option(help="--detach: give up when not healthy after seconds")] = None,
     persist: Annotated[
         bool, typer.Option("--persist", help="keep tables, queues and S3 objects across restarts (a batch in flight resumes)")
     ] = False,
+    fidelity: Annotated[
+        Fidelity,
+        typer.Option(help="embedded: the components as local processes; aws: the deployed template in the emulator"),
+    ] = Fidelity.EMBEDDED,
+    registry: Annotated[
+        str | None, typer.Option(help="--fidelity aws: push the images to this registry HOST[/PREFIX]; default: start one")
+    ] = None,
 ) -> None:
     """Start everything locally and keep it running (Ctrl-C, SIGTERM or `cartflow down` stops it)."""
     from cartflow.local.stack import COMPONENTS, EmbeddedStack
 
     settings = demo_settings(debounce)
-    if persist:
-        settings = settings.model_copy(update={"emulator_persist": True})
     if port is not None:
         settings = settings.model_copy(update={"emulator_port": port})
+    if fidelity is Fidelity.AWS:
+        _refuse_for_aws(only=bool(only), persist=persist)
+        if detach:
+            _up_detached(settings, debounce, (), timeout or 1200, fidelity=fidelity, registry=registry)
+            return
+        _up_deployed(settings, registry)
+        return
+    if registry is not None:
+        raise typer.BadParameter("--registry is for --fidelity aws (the embedded stack runs no image)")
+    if persist:
+        settings = settings.model_copy(update={"emulator_persist": True})
     components = tuple(c.value for c in only) if only else COMPONENTS
     if "spark-runner" in components:
         ensure_jars(settings)
     if detach:
-        _up_detached(settings, debounce, components, timeout)
+        _up_detached(settings, debounce, components, timeout or 300)
         return
     with stopped_by_signals(), EmbeddedStack(settings, components) as stack:
         _print_endpoint(stack.settings.aws_endpoint_url, stack.settings.emulator_port)
         console.print("then: cartflow seed fixtures/valid ; cartflow wait ; cartflow kpis   (Ctrl-C to stop)")
+        while True:
+            time.sleep(2)
+            stack.check_alive()
+
+
+def _refuse_for_aws(*, only: bool, persist: bool) -> None:
+    if only:
+        raise typer.BadParameter("--only picks embedded components; --fidelity aws deploys the whole template")
+    if persist:
+        raise typer.BadParameter("--persist is for the embedded stack: the deployed one runs its functions in containers")
+
+
+def _up_deployed(settings: Settings, registry: str | None) -> None:
+    """`up --fidelity aws` in the foreground: deploy, then watch the emulator (and registry)."""
+    from cartflow.local.deployed import DeployedStack
+
+    with stopped_by_signals(), DeployedStack(settings, registry=registry) as stack:
+        _print_endpoint(stack.settings.aws_endpoint_url, stack.settings.emulator_port)
+        console.print(
+            "then: cartflow seed fixtures/valid ; cartflow wait --timeout 600 ; cartflow kpis   "
+            "(the debouncer runs once a minute, on the Scheduler; Ctrl-C to stop)"
+        )
         while True:
             time.sleep(2)
             stack.check_alive()
@@ -222,16 +260,32 @@ def _print_endpoint(endpoint: str | None, port: int) -> None:
     console.print(f"logs: cartflow logs --port {port} [-f] ; stop: cartflow down --port {port}", highlight=False)
 
 
-def _up_detached(settings: Settings, debounce: int, components: tuple[str, ...], timeout: float) -> None:
-    """`up` as a background process of its own session; back once every process is healthy."""
+def _up_detached(
+    settings: Settings,
+    debounce: int,
+    components: tuple[str, ...],
+    timeout: float,
+    fidelity: Fidelity = Fidelity.EMBEDDED,
+    registry: str | None = None,
+) -> None:
+    """`up` as a background process of its own session; back once every process is healthy
+    (with --fidelity aws: once the template is deployed)."""
     from cartflow.local.emulator import ensure_ministack
-    from cartflow.local.stack import SUPERVISOR_LOG, StackError, StackRecord, choose_port, stack_dir, stack_health, stop_stack
+    from cartflow.local.stack import (
+        SUPERVISOR_LOG,
+        StackError,
+        StackRecord,
+        choose_port,
+        free_stack_dir,
+        stack_health,
+        stop_stack,
+    )
 
+    aws = fidelity is Fidelity.AWS
+    if aws:  # the deployed stack starts its own emulator (one that runs containers)
+        settings = settings.model_copy(update={"aws_endpoint_url": None})
     port, own_emulator = choose_port(settings)
-    directory = stack_dir(settings, port)
-    existing = StackRecord.load(directory / "stack.json")
-    if existing is not None and existing.alive():
-        raise StackError(f"a cartflow stack already runs on port {port}: stop it first with `cartflow down --port {port}`")
+    directory = free_stack_dir(settings, port)
     if own_emulator:
         ensure_ministack(settings)  # a first install prints its line here, not in a background log
     directory.mkdir(parents=True, exist_ok=True)
@@ -239,6 +293,11 @@ def _up_detached(settings: Settings, debounce: int, components: tuple[str, ...],
     cmd = [sys.executable, "-m", "cartflow", "up", "--port", str(port), "--debounce", str(debounce)]
     cmd += [arg for name in components for arg in ("--only", name)]
     cmd += ["--persist"] if settings.emulator_persist else []
+    cmd += ["--fidelity", fidelity.value] + (["--registry", registry] if registry else [])
+    if aws and registry is None:
+        from cartflow.local.deployed import REGISTRY
+
+        components = (REGISTRY,)
     # The environment says where state lives; settings the CLI changed travel as options.
     env = {**os.environ, "CARTFLOW_STATE_DIR": str(settings.state_dir)}
     with log_path.open("ab") as log:
@@ -262,6 +321,8 @@ def _up_detached(settings: Settings, debounce: int, components: tuple[str, ...],
             else:
                 proc.kill()
             waiting = [name for name, ok in health.items() if not ok] or ["the emulator and resources"]
+            if aws:
+                waiting.append("the deploy")
             raise StackError(f"the stack was not healthy after {timeout:.0f}s (waiting for {', '.join(waiting)}); see {log_path}")
         time.sleep(0.5)
     _print_endpoint(record.endpoint, port)

@@ -192,3 +192,29 @@ def start_emulator(
             raise EmulatorError(f"MiniStack not healthy after {timeout}s; see {log_path}")
         time.sleep(0.2)
     return emu
+
+
+def remove_containers(port: int, docker: str = "docker") -> int:
+    """Remove the function and task containers a containers-mode emulator on ``port`` started
+    (MiniStack labels them ``ministack.instance=<hostname>:<port>``); returns how many."""
+    label = f"ministack.instance={socket.gethostname()}:{port}"
+    try:
+        ids = subprocess.run([docker, "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True, timeout=60)
+        found = ids.stdout.split()
+        if found:
+            subprocess.run([docker, "rm", "-f", *found], capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0  # no engine to ask: nothing of ours can run there either
+    return len(found)
+
+
+def docker_reachable(docker: str = "docker") -> None:
+    """Raise a one-line EmulatorError unless the Docker engine answers."""
+    try:
+        res = subprocess.run([docker, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=30)
+        ok, why = res.returncode == 0, (res.stderr or res.stdout).strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        ok, why = False, str(exc)
+    if not ok:
+        lines = why.splitlines()
+        raise EmulatorError(f"Docker is not reachable through `{docker}`: {lines[-1] if lines else 'no answer'}")

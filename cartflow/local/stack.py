@@ -33,13 +33,24 @@ from cartflow.core.aws import AwsClients
 from cartflow.core.config import Settings
 from cartflow.core.exceptions import CartflowError
 from cartflow.infra import apply_resources
-from cartflow.local.emulator import EmulatorProcess, free_port, is_healthy, nothing_listens, port_is_free, start_emulator
+from cartflow.local.emulator import (
+    EmulatorProcess,
+    free_port,
+    is_healthy,
+    nothing_listens,
+    port_is_free,
+    remove_containers,
+    start_emulator,
+)
 from cartflow.local.liveness import group_pids, pid_alive, process_token
 
 COMPONENTS = ("ingest", "stream-trigger", "debouncer", "controller", "spark-runner")
+# embedded: the components as local processes; aws: the deployed template (cartflow.local.deployed).
+FIDELITIES = ("embedded", "aws")
 RECORD_NAME = "stack.json"
 SUPERVISOR_LOG = "up.log"  # what a detached `cartflow up` prints
 EMULATOR = "emulator"
+DEPLOYMENT = "deployment"  # a deployed stack's liveness: its supervisor deployed the template
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
@@ -140,6 +151,18 @@ def choose_port(settings: Settings) -> tuple[int, bool]:
     return free_port(), True
 
 
+def free_stack_dir(settings: Settings, port: int) -> Path:
+    """The stack directory of ``port``, unless a live stack holds it."""
+    directory = stack_dir(settings, port)
+    existing = StackRecord.load(directory / RECORD_NAME)
+    if existing is not None and existing.alive():
+        raise StackError(
+            f"a cartflow stack already runs on port {port} (pid {existing.supervisor}): "
+            f"use it, or stop it first with `cartflow down --port {port}`"
+        )
+    return directory
+
+
 def reset_activities(settings: Settings, clients: AwsClients) -> None:
     """Delete the job activities of a restored emulator state, for apply_resources to create
     again: MiniStack 1.5.33 restores an activity but not its task queue, so the first task
@@ -162,6 +185,7 @@ class StackRecord:
     emulator: tuple[int, str | None] | None = None  # (pid, start token); None: an emulator it did not start
     components: dict[str, tuple[int, str | None]] = field(default_factory=dict)
     supervisor_token: str | None = None
+    fidelity: str = "embedded"  # "aws": the deployed template in a containers-mode emulator (cartflow.local.deployed)
 
     @property
     def path(self) -> Path:
@@ -202,6 +226,7 @@ class StackRecord:
             "started_at": self.started_at,
             "emulator": list(self.emulator) if self.emulator else None,
             "components": {name: list(v) for name, v in self.components.items()},
+            "fidelity": self.fidelity,
         }
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))
@@ -221,6 +246,7 @@ class StackRecord:
                 dir=path.parent,
                 emulator=(int(emulator[0]), emulator[1]) if emulator else None,
                 components={name: (int(v[0]), v[1]) for name, v in d.get("components", {}).items()},
+                fidelity=str(d.get("fidelity", "embedded")),
             )
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             return None  # no record, or one a crash cut short: no stack to talk to
@@ -263,15 +289,21 @@ def find_stack(settings: Settings, key: str | int | None = None) -> StackRecord 
     return running[0] if len(running) == 1 else None
 
 
+def _touched_since_start(record: StackRecord, name: str) -> bool:
+    try:
+        return (record.dir / f"{name}.alive").stat().st_mtime >= record.started_at - 1.0
+    except OSError:
+        return False
+
+
 def stack_health(record: StackRecord) -> dict[str, bool]:
-    """Per process: the emulator answers; each component runs and touched its liveness file since the start."""
+    """Per process: the emulator answers; each component runs and touched its liveness file
+    since the start; a deployed stack (``fidelity`` aws) also: its template is deployed."""
     health = {EMULATOR: is_healthy(record.endpoint)}
     for name, (pid, token) in record.components.items():
-        try:
-            fresh = (record.dir / f"{name}.alive").stat().st_mtime >= record.started_at - 1.0
-        except OSError:
-            fresh = False
-        health[name] = fresh and _same_process(pid, token)
+        health[name] = _touched_since_start(record, name) and _same_process(pid, token)
+    if record.fidelity == "aws":
+        health[DEPLOYMENT] = _touched_since_start(record, DEPLOYMENT) and record.supervisor_alive()
     return health
 
 
@@ -306,6 +338,8 @@ def stop_stack(record: StackRecord, timeout: float = 60.0) -> dict[str, list[int
     if record.supervisor != os.getpid() and record.supervisor_alive():
         with contextlib.suppress(ProcessLookupError):
             os.kill(record.supervisor, signal.SIGKILL)
+    if record.fidelity == "aws" and record.port is not None:
+        remove_containers(record.port)  # what a killed supervisor left: function and job containers
     if not record.alive():
         record.path.unlink(missing_ok=True)
     return alive
@@ -416,13 +450,7 @@ class EmbeddedStack:
 
     def _start(self) -> None:
         port, own_emulator = choose_port(self.settings)
-        directory = stack_dir(self.settings, port)
-        existing = StackRecord.load(directory / RECORD_NAME)
-        if existing is not None and existing.alive():
-            raise StackError(
-                f"a cartflow stack already runs on port {port} (pid {existing.supervisor}): "
-                f"use it, or stop it first with `cartflow down --port {port}`"
-            )
+        directory = free_stack_dir(self.settings, port)
         self.settings = self.settings.model_copy(update={"state_dir": directory, "emulator_port": port})
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if own_emulator:

@@ -16,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,42 +73,27 @@ def base_images(docker_engine: str) -> None:
     assert res.returncode == 0, f"air-gap base build failed:\n{res.stdout}\n{res.stderr}"
 
 
-REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-
-
 @pytest.fixture(scope="session")
 def local_registry(docker_engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Debian's docker-registry on 127.0.0.1 (temp config and storage), for the whole session:
     a second push of the same layers to it is a cheap blob mount, not another upload."""
-    require(Path(REGISTRY_BIN).exists(), "Debian's docker-registry is not installed (apt-get install docker-registry)")
+    from cartflow.local.registry import RegistryError, registry_binary, start_registry
+
+    try:
+        registry_binary()
+    except RegistryError as exc:
+        require(False, str(exc))
     # 127.0.0.0/8 registries are plain-HTTP-allowed by the engine by default; prefer :5000.
     port = 5000
     with socket.socket() as s:
         if s.connect_ex(("127.0.0.1", port)) == 0:
             port = free_port()
     tmp = tmp_path_factory.mktemp("registry")
-    config = tmp / "config.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log: {level: warn}\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {tmp / 'storage'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-    )
-    log = (tmp / "registry.log").open("wb")
-    proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    registry = start_registry(tmp, tmp / "registry.log", port=port)
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
-                break
-            except OSError:
-                assert proc.poll() is None, (tmp / "registry.log").read_text()
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
+        yield registry.address
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+        registry.stop()
 
 
 @pytest.fixture(scope="session")

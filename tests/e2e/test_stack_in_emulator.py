@@ -1,13 +1,14 @@
-"""The production topology in the emulator: `cartflow deploy --endpoint-url` ships the generated
-CloudFormation template, with both images built from this checkout and pinned by digest (pushed
-to a local registry), into a MiniStack process that runs containers. A batch then moves on the
+"""The production topology in the emulator: `cartflow up --fidelity aws` deploys the generated
+CloudFormation template (`cartflow deploy --endpoint-url` underneath), with both images built
+from this checkout and pinned by digest (pushed to a local registry), into a MiniStack process
+that runs containers. A batch then moves on the
 emulator's machinery only, with no cartflow runner process: S3 notification -> SQS mapping ->
 ingest (Lambda: the services image under the RIE) -> events table -> debouncer (EventBridge
 Scheduler) -> batch chunk -> DynamoDB Streams mapping -> stream trigger (Lambda) -> Step
 Functions (the aws rendering) -> ecs:runTask.sync with the Spark image -> KPIs, archive, notices.
 
 The tests run in order and share one stack:
-1. the CLI deploys; the resources carry the digests and the production hygiene (alarms to the
+1. the CLI brings the stack up and deploys; the resources carry the digests and the production hygiene (alarms to the
    failure topic, execution logging, the stream mapping's on-failure destination);
 2. a job container that exits non-zero, and one that exits 0 without a result, fail their state
    with the retry applied (the aws rendering with a 1 s retry, one-line stand-in job images, its
@@ -22,10 +23,13 @@ Measurements go to .cache/e2e-metrics.json (deployed_*).
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +39,9 @@ from boto3.dynamodb.types import TypeDeserializer
 
 from cartflow.core.config import Settings
 from cartflow.core.models import BatchInput
-from cartflow.local.emulator import EmulatorProcess, free_port, start_emulator
+from cartflow.local.deployed import LOCAL_STACK_NAME
+from cartflow.local.emulator import free_port
+from cartflow.local.stack import SUPERVISOR_LOG, StackRecord, port_of
 from tests.conftest import FIXTURES
 from tests.e2e.conftest import record_metric
 from tests.kpi_check import assert_kpis_equal_oracle
@@ -44,7 +50,7 @@ from tests.oracle import batch_from_dir
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 REGION = "us-east-1"
-STACK = "cartflow-e2e"
+STACK = LOCAL_STACK_NAME  # what `up --fidelity aws` deploys
 BUCKET = "cartflow-deployed-e2e"
 S = Settings()  # resource names: the spec's defaults, as deployed
 BROKEN = FIXTURES / "broken" / "order_lines" / "order_lines_all_invalid.csv"
@@ -56,28 +62,56 @@ DONE: dict[str, tuple[str, list[str]]] = {}  # what one test leaves for the next
 # ----------------------------------------------------------------------------- fixtures
 
 
+@dataclass
+class Deployed:
+    """The stack `cartflow up --fidelity aws --detach` started: its endpoint and logs."""
+
+    endpoint: str
+    directory: Path
+
+    @property
+    def log_path(self) -> Path:  # the emulator's own log
+        return self.directory / "logs" / f"ministack-{port_of(self.endpoint)}.log"
+
+    @property
+    def up_log(self) -> str:  # what the supervisor printed: the build, the push, the deploy
+        return (self.directory / SUPERVISOR_LOG).read_text(errors="replace")
+
+
 @pytest.fixture(scope="module")
-def emulator(docker_engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
-    """MiniStack in containers mode: Docker-backed Lambda and ECS, bound to the bridge address."""
-    settings = Settings(state_dir=tmp_path_factory.mktemp("deployed-state"))
+def emulator(
+    docker_engine: str, base_images: None, local_registry: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployed]:
+    """`cartflow up --fidelity aws --detach`, as a user runs it: a containers-mode MiniStack,
+    both images built and pushed (to the session's registry), the template deployed."""
+    state = tmp_path_factory.mktemp("deployed-state")
     port = free_port()
-    emu = start_emulator(
-        settings, port=port, log_dir=tmp_path_factory.mktemp("deployed-emulator"), containers=True, docker=docker_engine
-    )
+    # A short debounce window; the bucket of this module (resource names: the spec's defaults).
+    env = {**os.environ, "CARTFLOW_STATE_DIR": str(state), "CARTFLOW_BUCKET": BUCKET}
+    cli = [sys.executable, "-m", "cartflow"]
+    argv = ["up", "--fidelity", "aws", "--detach", "--port", str(port), "--debounce", "5"]
+    argv += ["--registry", f"{local_registry}/deployed", "--timeout", "1200"]
+    t0 = time.monotonic()
+    res = subprocess.run([*cli, *argv], capture_output=True, text=True, env=env, timeout=1300)
+    elapsed = time.monotonic() - t0
+    directory = state / "stacks" / str(port)
+    log = (directory / SUPERVISOR_LOG).read_text(errors="replace") if (directory / SUPERVISOR_LOG).exists() else ""
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}\n{log[-8000:]}"
+    record = StackRecord.load(directory / "stack.json")
+    assert record is not None and record.fidelity == "aws", res.stdout
+    record_metric("deployed_build_push_deploy_seconds", round(elapsed, 1))
     try:
-        yield emu
+        yield Deployed(record.endpoint, directory)
     finally:
-        emu.stop()
-        # Function and task containers of this emulator (MiniStack labels them with its address).
+        down = subprocess.run([*cli, "down", "--port", str(port)], capture_output=True, text=True, env=env, timeout=180)
+        assert down.returncode == 0, down.stdout + down.stderr
+        # `down` removed the function and task containers this emulator started.
         label = f"ministack.instance={socket.gethostname()}:{port}"
-        ids = subprocess.run(
-            [docker_engine, "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True, timeout=60
-        )
-        if ids.stdout.split():
-            subprocess.run([docker_engine, "rm", "-f", *ids.stdout.split()], capture_output=True, timeout=120)
+        left = subprocess.run([docker_engine, "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True)
+        assert not left.stdout.split(), f"containers left behind: {left.stdout}"
 
 
-def _client(emulator: EmulatorProcess, service: str) -> Any:
+def _client(emulator: Deployed, service: str) -> Any:
     return boto3.client(
         service,
         endpoint_url=emulator.endpoint,
@@ -88,37 +122,14 @@ def _client(emulator: EmulatorProcess, service: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def aws(emulator: EmulatorProcess) -> dict[str, Any]:
+def aws(emulator: Deployed) -> dict[str, Any]:
     services = ("s3", "dynamodb", "sqs", "sns", "stepfunctions", "lambda", "ecs", "cloudwatch", "logs")
     return {name: _client(emulator, name) for name in services}
 
 
 @pytest.fixture(scope="module")
-def deployed(
-    emulator: EmulatorProcess, base_images: None, local_registry: str, monkeypatch_module: pytest.MonkeyPatch
-) -> dict[str, Any]:
-    """`cartflow deploy` as a user runs it against an emulator: build, push, change set, execute."""
-    from typer.testing import CliRunner
-
-    from cartflow.cli import app
-
-    # A short debounce window; the Spark job's heap fits the shared CI machine (a template parameter).
-    monkeypatch_module.setenv("CARTFLOW_DEBOUNCE_SECONDS", "5")
-    argv = ["deploy", "--stack", STACK, "--region", REGION, "--endpoint-url", emulator.endpoint, "--bucket", BUCKET]
-    argv += ["--registry", f"{local_registry}/deployed", "--param", "SparkDriverMemory=1g"]
-    t0 = time.monotonic()
-    result = CliRunner().invoke(app, argv)
-    elapsed = time.monotonic() - t0
-    assert result.exit_code == 0, f"{result.output}\n{emulator.log_path.read_text()[-5000:]}"
-    record_metric("deployed_build_push_deploy_seconds", round(elapsed, 1))
-    return {"output": result.output}
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
+def deployed(emulator: Deployed) -> dict[str, Any]:
+    return {"output": emulator.up_log}
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +158,7 @@ def chunks(ddb: Any) -> list[dict[str, Any]]:
     return [c for c in rows if c.get("group_key") != "#lock" and "status" in c and "file_paths" in c]
 
 
-def diagnostics(aws: dict[str, Any], emulator: EmulatorProcess) -> str:
+def diagnostics(aws: dict[str, Any], emulator: Deployed) -> str:
     """What a failed wait prints: executions, the functions' and the job's logs, the emulator's log."""
     out = []
     sfn = aws["stepfunctions"]
@@ -164,7 +175,7 @@ def diagnostics(aws: dict[str, Any], emulator: EmulatorProcess) -> str:
     return "\n".join(out)[-30000:]
 
 
-def wait_for(predicate: Any, timeout: float, what: str, aws: dict[str, Any], emulator: EmulatorProcess) -> Any:
+def wait_for(predicate: Any, timeout: float, what: str, aws: dict[str, Any], emulator: Deployed) -> Any:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         value = predicate()
@@ -232,7 +243,7 @@ def _stand_in_image(docker: str, exit_code: int) -> str:
 
 @pytest.mark.parametrize(("exit_code", "error"), [(3, "cartflow.JobFailed"), (0, "cartflow.JobResultMissing")])
 def test_a_job_that_exits_non_zero_or_puts_no_result_fails_its_state_after_retries(
-    exit_code: int, error: str, docker_engine: str, deployed: dict[str, Any], aws: dict[str, Any], emulator: EmulatorProcess
+    exit_code: int, error: str, docker_engine: str, deployed: dict[str, Any], aws: dict[str, Any], emulator: Deployed
 ) -> None:
     """The deployed machine's Retry waits 30/60/120 s; this one is the same aws rendering with a
     1 s retry, on a task definition whose job is a stand-in, and runs the whole failure path."""
@@ -309,7 +320,7 @@ def test_a_job_that_exits_non_zero_or_puts_no_result_fails_its_state_after_retri
 
 
 def test_valid_fixtures_reach_kpis_equal_to_the_oracle(
-    deployed: dict[str, Any], notices: str, aws: dict[str, Any], emulator: EmulatorProcess
+    deployed: dict[str, Any], notices: str, aws: dict[str, Any], emulator: Deployed
 ) -> None:
     s3, ddb = aws["s3"], aws["dynamodb"]
     t0 = time.monotonic()
@@ -355,9 +366,7 @@ def test_the_valid_batch_is_archived(aws: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- 4. broken -> failure path
 
 
-def test_a_broken_batch_fails_with_a_notice_and_keeps_its_raw_file(
-    notices: str, aws: dict[str, Any], emulator: EmulatorProcess
-) -> None:
+def test_a_broken_batch_fails_with_a_notice_and_keeps_its_raw_file(notices: str, aws: dict[str, Any], emulator: Deployed) -> None:
     ddb, sqs, s3 = aws["dynamodb"], aws["sqs"], aws["s3"]
 
     def failed() -> Any:

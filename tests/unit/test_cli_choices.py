@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from cartflow.cli import app
-from cartflow.cli.choices import Component, Image, Principal, Shape, Target
+from cartflow.cli.choices import Component, Fidelity, Image, Principal, Shape, Target
 from cartflow.core.config import Settings
 from cartflow.core.errors import BadInput, explain
 
@@ -20,13 +20,14 @@ def test_enums_match_their_sources() -> None:
     from cartflow.infra.iam import PRINCIPALS
     from cartflow.infra.images import IMAGES
     from cartflow.local.fixturegen import Shape as GenShape
-    from cartflow.local.stack import COMPONENTS
+    from cartflow.local.stack import COMPONENTS, FIDELITIES
     from orchestrator.render import TARGETS
     from spark.jobs.contracts import load_contracts
 
     assert [s.value for s in Shape] == list(get_args(GenShape))
     assert [t.value for t in Target] == list(TARGETS)
     assert [c.value for c in Component] == list(COMPONENTS)
+    assert [f.value for f in Fidelity] == list(FIDELITIES)
     assert [p.value for p in Principal] == list(PRINCIPALS)
     assert [i.value for i in Image] == list(IMAGES)
     assert sorted(d.value for d in DataType) == sorted(load_contracts())  # contracts check --dataset

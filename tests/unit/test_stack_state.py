@@ -17,6 +17,7 @@ from cartflow.local.stack import (
     log_files,
     merged_lines,
     stack_dir,
+    stack_health,
     stop_stack,
 )
 
@@ -27,9 +28,8 @@ def record(settings: Settings, port: int, supervisor: int, **kw: object) -> Stac
         endpoint=f"http://127.0.0.1:{port}",
         supervisor=supervisor,
         supervisor_token=process_token(supervisor),
-        started_at=0.0,
         dir=stack_dir(settings, port),
-        **kw,  # type: ignore[arg-type]
+        **{"started_at": 0.0, **kw},  # type: ignore[arg-type]
     )
     r.save()
     return r
@@ -47,6 +47,18 @@ def test_a_record_round_trips_and_is_found_by_port_or_as_the_only_one(tmp_path: 
     assert find_stack(settings) is None  # two running, none on the default port: ambiguous
     assert find_stack(settings.model_copy(update={"aws_endpoint_url": "http://127.0.0.1:40002"})).key == "40002"  # type: ignore[union-attr]
     assert default_key(settings) == "4566"
+
+
+def test_a_deployed_stack_is_healthy_once_its_supervisor_marked_the_deploy(tmp_path: Path) -> None:
+    """`up --fidelity aws --detach` returns on this: the emulator alone answering is not enough."""
+    settings = Settings(state_dir=tmp_path)
+    me = os.getpid()
+    saved = record(settings, 40005, me, fidelity="aws", started_at=1.0)
+    assert StackRecord.load(saved.path) == saved  # the fidelity is kept
+    assert stack_health(saved) == {"emulator": False, "deployment": False}
+    (saved.dir / "deployment.alive").touch()
+    assert stack_health(saved)["deployment"] is True
+    assert "deployment" not in stack_health(record(settings, 40006, me))  # the embedded stack has no deploy
 
 
 def test_a_dead_or_reused_pid_is_not_a_running_stack(tmp_path: Path) -> None:
