@@ -12,6 +12,7 @@ maps it to host-gateway and sets it as their AWS_ENDPOINT_URL).
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import os
 import shutil
 import socket
@@ -20,7 +21,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -130,17 +131,24 @@ def docker_gateway(docker: str = "docker") -> str:
     """The host's address on Docker's default bridge: what host-gateway resolves to in a container."""
     try:
         res = subprocess.run(
-            [docker, "network", "inspect", "bridge", "--format", "{{range .IPAM.Config}}{{.Gateway}}{{end}}"],
+            [docker, "network", "inspect", "bridge", "--format", "{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{end}}"],
             capture_output=True,
             text=True,
             timeout=30,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise EmulatorError(f"cannot ask Docker for its bridge address: {exc}") from exc
-    gateway = res.stdout.strip()
-    if res.returncode != 0 or not gateway:
-        raise EmulatorError(f"Docker's default bridge has no gateway address: {(res.stderr or res.stdout).strip()}")
-    return gateway
+    fields = res.stdout.split() if res.returncode == 0 else []
+    gateways = [f for f in fields if "/" not in f and ":" not in f]
+    subnets = [f for f in fields if "/" in f and ":" not in f]  # IPv4 only: the containers' host-gateway
+    if gateways:
+        return gateways[0]
+    # A freshly started engine may report only the subnet; the bridge then holds its first
+    # address (Docker's default for the gateway).
+    for subnet in subnets:
+        with suppress(ValueError, StopIteration):
+            return str(next(ipaddress.ip_network(subnet, strict=False).hosts()))
+    raise EmulatorError(f"Docker's default bridge has no address: {(res.stderr or res.stdout).strip() or 'none reported'}")
 
 
 def start_emulator(

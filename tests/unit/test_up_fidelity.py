@@ -41,3 +41,20 @@ def test_a_missing_registry_binary_names_the_package_and_the_alternative(monkeyp
     monkeypatch.setattr(registry, "REGISTRY_BIN", "cartflow-no-such-registry")
     with pytest.raises(registry.RegistryError, match=r"apt-get install docker-registry.*--registry HOST"):
         registry.registry_binary()
+
+
+@pytest.mark.parametrize(
+    ("inspect", "gateway"),
+    [
+        ("172.17.0.1 172.17.0.0/16", "172.17.0.1"),
+        (" 172.18.0.0/16", "172.18.0.1"),  # a fresh engine reports only the subnet
+        (" fd00::/64 172.19.0.0/16", "172.19.0.1"),
+    ],
+)
+def test_the_bridge_address_comes_from_the_gateway_or_else_the_subnet(inspect: str, gateway: str, tmp_path: Path) -> None:
+    from cartflow.local.emulator import docker_gateway
+
+    fake = tmp_path / "docker"  # a stand-in client printing what `network inspect` would
+    fake.write_text(f"#!/bin/sh\necho '{inspect}'\n")
+    fake.chmod(0o755)
+    assert docker_gateway(str(fake)) == gateway
