@@ -31,7 +31,10 @@ REUSE_SECONDS = 1.0
 
 
 class DashboardServer(ThreadingHTTPServer):
-    daemon_threads = True
+    # Not daemon threads: server_close() then joins the requests in flight. A daemon thread
+    # still inside deltalake's native reader when the interpreter finalizes can crash the
+    # process on SIGTERM (seen: exit -11 under a 1 s refresh).
+    daemon_threads = False
 
     def __init__(self, address: tuple[str, int], data: DashboardData, refresh_seconds: float) -> None:
         super().__init__(address, _Handler)
@@ -55,6 +58,7 @@ class DashboardServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: DashboardServer
     server_version = "cartflow-dashboard"
+    timeout = 30  # seconds a silent client may hold its thread (shutdown joins every thread)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per poll would drown the console; errors still reach the page
