@@ -41,11 +41,13 @@ up: install jars  ## same, but keeps running (Ctrl-C stops)
 	$(PY) -m cartflow up
 
 # Unit + integration on two workers, one test module per worker at a time (module-scoped
-# emulator and Spark session; most integration time is waiting on real batches). Then e2e
-# alone: its session environment (short windows) must not reach the others.
+# emulator and Spark session; most integration time is waiting on real batches). Then e2e in
+# a session of its own: its session environment (short windows) must not reach the others.
+# Its modules also run two at a time: most of their time is waiting on containers, ticks
+# and cold JVMs, and each worker has its own compose project, registry and ports.
 test: install jars  ## unit + integration (real emulator, real Spark) + e2e (Docker; fails under CI=true without it)
 	$(PY) -m pytest -n 2 --dist loadfile --durations=25 tests/unit tests/integration
-	$(PY) -m pytest --durations=10 tests/e2e
+	$(PY) -m pytest -n 2 --dist loadfile --durations=15 tests/e2e
 
 test-unit: install
 	$(PY) -m pytest -n 2 tests/unit

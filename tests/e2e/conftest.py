@@ -10,6 +10,7 @@ locally it is skipped with the reason. `.ci/start-docker.sh` prepares a machine.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -41,9 +42,12 @@ def _run(*cmd: str, timeout: float = 60, env: dict[str, str] | None = None) -> s
 def record_metric(name: str, value: Any) -> None:
     """Collect measurements of this run in .cache/e2e-metrics.json (and print them)."""
     METRICS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    data = json.loads(METRICS_FILE.read_text()) if METRICS_FILE.exists() else {}
-    data[name] = value
-    METRICS_FILE.write_text(json.dumps(data, indent=2, sort_keys=True))
+    # Two test workers may record at once: read-modify-write under a lock.
+    with METRICS_FILE.with_suffix(".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(METRICS_FILE.read_text()) if METRICS_FILE.exists() else {}
+        data[name] = value
+        METRICS_FILE.write_text(json.dumps(data, indent=2, sort_keys=True))
     print(f"\n[e2e metric] {name}: {value}")
 
 
