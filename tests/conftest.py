@@ -17,6 +17,36 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# The longest modules (by the CI durations), longest first: `make test` hands whole modules
+# to two workers in collection order, so a long module collected last would leave one
+# worker idle until it ends. Every other module keeps its place after these.
+LONGEST_FIRST = (
+    "tests/e2e/test_stack_in_emulator.py",
+    "tests/e2e/test_spark_image_job.py",
+    "tests/e2e/test_compose_stack.py",
+    "tests/integration/test_chaos.py",
+    "tests/integration/test_uploads_torture.py",
+    "tests/integration/test_dashboard.py",
+    "tests/integration/test_pipeline.py",
+    "tests/integration/test_jobs_local.py",
+    "tests/integration/test_bench_smoke.py",
+    "tests/integration/test_corpus_job.py",
+    "tests/integration/test_persist_restart.py",
+    "tests/integration/test_replay.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+
+    def key(pair: tuple[int, pytest.Item]) -> tuple[int, int]:
+        index, item = pair
+        module = item.path.relative_to(REPO).as_posix() if item.path.is_relative_to(REPO) else ""
+        return rank.get(module, len(rank)), index
+
+    items[:] = [item for _, item in sorted(enumerate(items), key=key)]
+
+
 # The emulator accepts any credentials; real ones must never be used by tests.
 os.environ["AWS_ACCESS_KEY_ID"] = "test"
 os.environ["AWS_SECRET_ACCESS_KEY"] = "test"
