@@ -28,6 +28,7 @@ from typing import IO
 
 from cartflow.core.config import Settings
 from cartflow.core.exceptions import CartflowError
+from cartflow.local.liveness import terminate
 
 
 class EmulatorError(CartflowError, RuntimeError):
@@ -117,13 +118,7 @@ class EmulatorProcess:
     _log: IO[bytes]
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout)
         self._log.close()
 
 

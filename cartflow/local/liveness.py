@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,17 @@ def is_alive(path: str | os.PathLike[str], max_age_s: float) -> bool:
     except OSError:
         return False
     return time.time() - mtime <= max_age_s
+
+
+def terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM a child we started, SIGKILL it when it is still there after ``timeout`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def pid_alive(pid: int) -> bool:

@@ -18,6 +18,7 @@ from typing import IO
 
 from cartflow.core.exceptions import CartflowError
 from cartflow.local.emulator import free_port
+from cartflow.local.liveness import terminate
 
 REGISTRY_BIN = "docker-registry"
 
@@ -41,13 +42,7 @@ class RegistryProcess:
             return False
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout)
         self._log.close()
 
 
