@@ -294,10 +294,12 @@ def _up_detached(
     cmd += [arg for name in components for arg in ("--only", name)]
     cmd += ["--persist"] if settings.emulator_persist else []
     cmd += ["--fidelity", fidelity.value] + (["--registry", registry] if registry else [])
+    # The processes the record must list: the deployed stack's own registry, if it starts one.
+    expected = set(components)
     if aws and registry is None:
         from cartflow.local.deployed import REGISTRY
 
-        components = (REGISTRY,)
+        expected = {REGISTRY}
     # The environment says where state lives; settings the CLI changed travel as options.
     env = {**os.environ, "CARTFLOW_STATE_DIR": str(settings.state_dir)}
     with log_path.open("ab") as log:
@@ -313,7 +315,7 @@ def _up_detached(
             raise StackError(f"the stack exited with {proc.returncode} while starting: {_last_line(log_path)} (log: {log_path})")
         if record is not None and record.supervisor == proc.pid:
             health = stack_health(record)
-            if set(record.components) == set(components) and all(health.values()):
+            if set(record.components) == expected and all(health.values()):
                 break
         if time.monotonic() > deadline:
             if record is not None:
@@ -321,8 +323,6 @@ def _up_detached(
             else:
                 proc.kill()
             waiting = [name for name, ok in health.items() if not ok] or ["the emulator and resources"]
-            if aws:
-                waiting.append("the deploy")
             raise StackError(f"the stack was not healthy after {timeout:.0f}s (waiting for {', '.join(waiting)}); see {log_path}")
         time.sleep(0.5)
     _print_endpoint(record.endpoint, port)
