@@ -37,6 +37,8 @@ def summarize_event_logs(directory: Path) -> dict[str, Any]:
                     "id": ev["Job ID"],
                     "group": props.get("spark.jobGroup.id"),
                     "call_site": props.get("callSite.short") or "",
+                    # Delta names its internal jobs here ("Compute snapshot for version: N", ...).
+                    "description": props.get("spark.job.description") or "",
                     "submitted_ms": ev.get("Submission Time"),
                     "tasks": 0,
                     "task_ms": 0,

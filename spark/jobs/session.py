@@ -74,8 +74,10 @@ def spark_conf(settings: Settings, jars: list[Path]) -> dict[str, str]:
         "spark.ui.showConsoleProgress": "false",  # \r progress bars garble job logs
         # KPI dates must not depend on the host's timezone.
         "spark.sql.session.timeZone": "UTC",
-        # Delta replays its log with 50 tasks by default: far too many for per-batch tables.
-        "spark.databricks.delta.snapshotPartitions": str(settings.spark_shuffle_partitions),
+        # Delta replays a table's log (state reconstruction) with 50 tasks by default. Here a
+        # replay is a checkpoint plus < 10 small commits: one task does it; more are only
+        # scheduling cost, paid per table written or read in every batch.
+        "spark.databricks.delta.snapshotPartitions": "1",
         # The jobs cache a batch's checked rows for a few actions and drop them: encoding the
         # cache costs more than memory it saves (measured: ~2 s per million rows).
         "spark.sql.inMemoryColumnarStorage.compressed": "false",

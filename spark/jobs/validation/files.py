@@ -101,22 +101,40 @@ def decide_files(sources: list[SourceFile], earlier: dict[str, tuple[str, str]])
     return structure
 
 
-def earlier_copies(
+@dataclass(frozen=True)
+class RegistryView:
+    """What the file registry says about a batch before it is validated."""
+
+    earlier: dict[str, tuple[str, str]]  # sha256 -> (uri, batch) accepted by other batches
+    owners_written: bool  # some registry row belongs to this batch or a batch it replaces
+
+
+def read_registry(
     spark: SparkSession, warehouse: str, sources: list[SourceFile], batch_id: str, replaces: Sequence[str] = ()
-) -> dict[str, tuple[str, str]]:
-    """sha256 -> (uri, batch) for files of this batch that another batch already accepted
-    (not counting the batches a backfill re-runs: it replaces them)."""
+) -> RegistryView:
+    """Earlier copies of this batch's files and whether its own rows were written, in ONE action.
+
+    The registry is committed before validated/ and quarantine/ (output.write_tables), so
+    no registry row of the batch means neither table holds its rows: a first run can append
+    instead of replacing, which spares Delta the state reconstruction of those tables.
+    """
     hashes = sorted({s.inspection.sha256 for s in sources if s.inspection.reason is None})
     registry = read_delta_if_exists(spark, join_uri(warehouse, FILE_REGISTRY_PREFIX))
-    if registry is None or not hashes:
-        return {}
+    if registry is None:
+        return RegistryView({}, owners_written=False)
     owners = [batch_id, *replaces]
+    ours = F.col(BATCH_ID).isin(owners)
+    copies = (F.col("status") == "accepted") & ~ours & F.col("sha256").isin(hashes) if hashes else F.lit(False)
     rows = (
-        registry.where((F.col("status") == "accepted") & ~F.col(BATCH_ID).isin(owners) & F.col("sha256").isin(hashes))
-        .select("sha256", SOURCE_FILE, BATCH_ID)
+        registry.where(copies | ours)
+        .select("sha256", SOURCE_FILE, BATCH_ID, ours.alias("_ours"))
         .collect()  # a handful of metadata rows, never data
     )
-    return {r["sha256"]: (r[SOURCE_FILE], r[BATCH_ID]) for r in sorted(rows, key=lambda r: (r[BATCH_ID], r[SOURCE_FILE]))}
+    theirs = sorted((r for r in rows if not r["_ours"]), key=lambda r: (r[BATCH_ID], r[SOURCE_FILE]))
+    return RegistryView(
+        earlier={r["sha256"]: (r[SOURCE_FILE], r[BATCH_ID]) for r in theirs},
+        owners_written=any(r["_ours"] for r in rows),
+    )
 
 
 def archive_exceptions(structure: Structure) -> tuple[list[str], list[str]]:

@@ -13,7 +13,7 @@ from spark.jobs.delta_io import default_warehouse, require_utc
 from spark.jobs.session import SHUFFLE_CSV_BYTES, fit_shuffle_partitions
 from spark.jobs.storage import Storage, as_s3_uri, join_uri
 from spark.jobs.validation.counts import count_rows, fill_result
-from spark.jobs.validation.files import archive_exceptions, archive_plan, decide_files, earlier_copies, inspect_batch
+from spark.jobs.validation.files import archive_exceptions, archive_plan, decide_files, inspect_batch, read_registry
 from spark.jobs.validation.output import write_tables
 from spark.jobs.validation.reading import read_raw
 from spark.jobs.validation.references import referenceable_keys
@@ -38,7 +38,8 @@ def run_validation(
     require_utc(spark)
 
     sources = inspect_batch(storage, contracts, batch)
-    structure = decide_files(sources, earlier_copies(spark, warehouse, sources, batch.batch_id, batch.replaces))
+    registry = read_registry(spark, warehouse, sources, batch.batch_id, batch.replaces)
+    structure = decide_files(sources, registry.earlier)
     result = ValidationResult(
         batch_id=batch.batch_id,
         processing_date=batch.processing_date,
@@ -70,7 +71,8 @@ def run_validation(
             result.status = "failed"
             result.errors = [_over_threshold(result, settings)]
         else:
-            write_tables(spark, checked, contracts, structure, counts, batch, warehouse)
+            first_write = not registry.owners_written and not batch.replaces
+            write_tables(spark, checked, contracts, structure, counts, batch, warehouse, first_write=first_write)
             result.processing_dates = [batch.processing_date] if checked else []
             result.archive = archive_plan(batch, structure)
             result.rejected_sources, result.missing_sources = archive_exceptions(structure)

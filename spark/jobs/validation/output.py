@@ -46,7 +46,15 @@ def write_tables(
     counts: Counts,
     batch: BatchInput,
     warehouse: str,
+    *,
+    first_write: bool = False,
 ) -> None:
+    """Replace the batch's rows in every table; ``first_write``: none exist yet, append them.
+
+    Appending needs no file list, so Delta skips the state reconstruction (log replay) that
+    replaceWhere needs for every table on a lake with history. It is only safe while the
+    registry is committed first: a run that fails after it is retried in replace mode.
+    """
     lines = LineNumbers(
         offsets=counts.split_offsets(),
         shifts={s.uri: s.inspection.line_shifts for files in structure.accepted.values() for s in files},
@@ -59,7 +67,11 @@ def write_tables(
         contract = contracts[dataset]
         writes.append(
             partial(
-                replace_batch_rows, valid_rows(frame, contract, batch), dataset_uri(warehouse, VALIDATED_PREFIX, dataset), owners
+                replace_batch_rows,
+                valid_rows(frame, contract, batch),
+                dataset_uri(warehouse, VALIDATED_PREFIX, dataset),
+                owners,
+                append=first_write,
             )
         )
         writes.append(
@@ -68,20 +80,24 @@ def write_tables(
                 quarantined_rows(frame, contract, batch, lines),
                 dataset_uri(warehouse, QUARANTINE_PREFIX, dataset),
                 owners,
+                append=first_write,
             )
         )
-    writes.append(
-        partial(
-            replace_batch_rows,
-            registry_frame(spark, list(structure.outcomes.values()), batch),
-            join_uri(warehouse, FILE_REGISTRY_PREFIX),
-            owners,
-            partition_by=None,
-            # A backfill of one dataset keeps its originals' registry rows of the others.
-            datasets=sorted({o.dataset for o in structure.outcomes.values()}) if batch.replaces else None,
-        )
+    register = partial(
+        replace_batch_rows,
+        registry_frame(spark, list(structure.outcomes.values()), batch),
+        join_uri(warehouse, FILE_REGISTRY_PREFIX),
+        owners,
+        partition_by=None,
+        # A backfill of one dataset keeps its originals' registry rows of the others.
+        datasets=sorted({o.dataset for o in structure.outcomes.values()}) if batch.replaces else None,
+        append=first_write,
     )
-    run_together(spark, writes)
+    if first_write:
+        register()  # before the appends: what read_registry relies on
+        run_together(spark, writes)
+    else:
+        run_together(spark, [*writes, register])
 
 
 def valid_rows(checked: DataFrame, contract: Contract, batch: BatchInput) -> DataFrame:
@@ -120,8 +136,12 @@ def replace_batch_rows(
     batch_ids: str | Sequence[str],
     partition_by: str | None = PROCESSING_DATE,
     datasets: Sequence[str] | None = None,
+    append: bool = False,
 ) -> None:
-    """Overwrite only these batches' rows (of these datasets, if given); creates the table on first write."""
+    """Overwrite only these batches' rows (of these datasets, if given); creates the table on first write.
+
+    ``append``: the caller knows the table holds none of these rows; add them without a replace.
+    """
     ids = [batch_ids] if isinstance(batch_ids, str) else list(batch_ids)
     if not all(BATCH_ID_RE.match(b) for b in [*ids, *(datasets or [])]):
         raise ValueError(f"not batch ids / dataset names: {ids!r} {datasets!r}")
@@ -129,12 +149,13 @@ def replace_batch_rows(
     where = f"{BATCH_ID} IN ({owned})"
     if datasets:
         where += " AND dataset IN (" + ", ".join(f"'{d}'" for d in datasets) + ")"
-    writer = (
-        frame.write.format("delta")
-        .mode("overwrite")
-        .option("replaceWhere", where)
-        .option("mergeSchema", "true")  # tables written by an older version gain new columns
-    )
+    writer = frame.write.format("delta").option("mergeSchema", "true")  # tables of an older version gain new columns
+    if append:
+        # An idempotent write (Delta's transaction ids): a second run of the same batch that
+        # also saw no registry row (two runs at once) skips its append instead of doubling rows.
+        writer = writer.mode("append").option("txnAppId", f"cartflow-{ids[0]}").option("txnVersion", "0")
+    else:
+        writer = writer.mode("overwrite").option("replaceWhere", where)
     if partition_by:
         writer = writer.partitionBy(partition_by)
     writer.save(to_spark_uri(uri))
