@@ -225,6 +225,48 @@ def _cpu_total(jvm_pid: int | None) -> float | None:
     return None if own is None or jvm is None else own + jvm
 
 
+@dataclass
+class TimedBatch:
+    validate_s: float
+    kpis_s: float
+    validation: Any  # the job's ValidationResult
+    rows: Any  # the transform's KpiRows
+
+
+def timed_batch(
+    spark: Any, settings: Any, files: dict[str, list[str]], batch_id: str, lake_uri: str, job_groups: tuple[str, str]
+) -> TimedBatch:
+    """One batch of ``files`` ({dataset: [path]}) through run_validation + run_transform into
+    ``lake_uri``, each under its Spark job group (what bench.profile reads), timed. A failed
+    validation raises: a bench number of a failed batch means nothing."""
+    from cartflow.core.models import BatchInput
+    from spark.jobs.transform import run_transform
+    from spark.jobs.validation import run_validation
+
+    paths = {f"{ds}_paths": [Path(p).resolve().as_uri() for p in fs] for ds, fs in files.items()}
+    batch = BatchInput.model_validate(
+        {
+            "batch_id": batch_id,
+            "group_key": "bench",
+            "bucket": settings.bucket,
+            "processing_date": "2025-07-08",
+            "archive": [],  # nothing to archive: the files stay where the benchmark wrote them
+            **paths,
+        }
+    )
+    sc = spark.sparkContext
+    sink = MemorySink()
+    sc.setJobGroup(job_groups[0], "bench: run_validation")
+    t0 = time.perf_counter()
+    validation = run_validation(spark, settings, batch, lake_uri)
+    t1 = time.perf_counter()
+    if validation.status != "passed":
+        raise RuntimeError(f"validation failed: {validation.errors}")
+    sc.setJobGroup(job_groups[1], "bench: run_transform")
+    run_transform(spark, settings, batch, lake_uri, sink=sink)
+    return TimedBatch(t1 - t0, time.perf_counter() - t1, validation, sink.rows)
+
+
 def _kpi_dicts(rows: Any) -> tuple[dict[str, Any], dict[Any, Any]]:
     """The sink's KpiRows as the single-node engines' {date: attrs} / {(category, date): attrs}."""
     orders = {r["order_date"]: {k: v for k, v in r.items() if k != "order_date"} for r in rows.order_rows}
@@ -259,10 +301,7 @@ def run_spark(
     import pyspark
 
     from cartflow.core.config import Settings
-    from cartflow.core.models import BatchInput
     from spark.jobs.session import build_spark
-    from spark.jobs.transform import run_transform
-    from spark.jobs.validation import run_validation
 
     # No aws_endpoint_url: file:// warehouse and inputs, no S3 client, no credentials needed.
     # No quarantine threshold: generated bad rows must never fail the batch.
@@ -290,27 +329,9 @@ def run_spark(
     def one_batch(files: dict[str, list[str]], tag: str) -> tuple[float, float, Any, Any, dict[str, int]]:
         warehouse = Path(workdir) / f"warehouse-{tag}"
         shutil.rmtree(warehouse, ignore_errors=True)
-        paths = {f"{ds}_paths": [Path(p).resolve().as_uri() for p in fs] for ds, fs in files.items()}
-        batch = BatchInput.model_validate(
-            {
-                "batch_id": f"bench-{tag}",
-                "group_key": "bench",
-                "bucket": settings.bucket,
-                "processing_date": "2025-07-08",
-                "archive": [],  # nothing to archive: the files stay where the benchmark wrote them
-                **paths,
-            }
+        done = timed_batch(
+            spark, settings, files, f"bench-{tag}", warehouse.as_uri(), (f"bench-validate-{tag}", f"bench-kpis-{tag}")
         )
-        sink = MemorySink()
-        sc.setJobGroup(f"bench-validate-{tag}", "bench: run_validation")
-        t0 = time.perf_counter()
-        validation = run_validation(spark, settings, batch, warehouse.as_uri())
-        t1 = time.perf_counter()
-        if validation.status != "passed":
-            raise RuntimeError(f"validation failed: {validation.errors}")
-        sc.setJobGroup(f"bench-kpis-{tag}", "bench: run_transform")
-        run_transform(spark, settings, batch, warehouse.as_uri(), sink=sink)
-        t2 = time.perf_counter()
         tracker = sc.statusTracker()
         jobs = {
             # Spark jobs started from the job's own thread (Delta's background threads not counted).
@@ -318,7 +339,7 @@ def run_spark(
             "kpis_jobs": len(tracker.getJobIdsForGroup(f"bench-kpis-{tag}")),
         }
         shutil.rmtree(warehouse, ignore_errors=True)
-        return t1 - t0, t2 - t1, validation, sink.rows, jobs
+        return done.validate_s, done.kpis_s, done.validation, done.rows, jobs
 
     warmup_s = None
     try:

@@ -21,13 +21,12 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.engines import MemorySink, _cpu_total, find_jvm_pid, load1
+from bench.engines import _cpu_total, find_jvm_pid, load1, timed_batch
 
 REPO = Path(__file__).resolve().parents[1]
 # Delta's job description of a state reconstruction. The description stays on the thread,
@@ -49,10 +48,7 @@ def run_history(workdir: str, batches: int, rows: int, conf: dict[str, str], log
     os.dup2(log_fd, 2)  # Spark's log4j chatter goes to the file, not over the report
 
     from cartflow.core.config import Settings
-    from cartflow.core.models import BatchInput
     from spark.jobs.session import build_spark
-    from spark.jobs.transform import run_transform
-    from spark.jobs.validation import run_validation
 
     root = Path(workdir)
     event_dir = root / "eventlog"
@@ -66,42 +62,23 @@ def run_history(workdir: str, batches: int, rows: int, conf: dict[str, str], log
     }
     spark = build_spark(settings, "cartflow-bench-history", extra_conf=extra)
     spark.sparkContext.setLogLevel("ERROR")
-    sc = spark.sparkContext
     jvm_pid = find_jvm_pid(spark)
 
     def one_batch(files: dict[str, list[str]], batch_id: str, lake: Path) -> dict[str, Any]:
-        paths = {f"{ds}_paths": [Path(p).resolve().as_uri() for p in fs] for ds, fs in files.items()}
-        batch = BatchInput.model_validate(
-            {
-                "batch_id": batch_id,
-                "group_key": "bench",
-                "bucket": settings.bucket,
-                "processing_date": "2025-07-08",
-                "archive": [],
-                **paths,
-            }
-        )
         load_before, cpu_before = load1(), _cpu_total(jvm_pid)
-        sc.setJobGroup(f"history-validate-{batch_id}", "bench: run_validation")
-        t0 = time.perf_counter()
-        validation = run_validation(spark, settings, batch, lake.as_uri())
-        t1 = time.perf_counter()
-        if validation.status != "passed":
-            raise RuntimeError(f"validation failed: {validation.errors}")
-        sink = MemorySink()
-        sc.setJobGroup(f"history-kpis-{batch_id}", "bench: run_transform")
-        run_transform(spark, settings, batch, lake.as_uri(), sink=sink)
-        t2 = time.perf_counter()
+        groups = (f"history-validate-{batch_id}", f"history-kpis-{batch_id}")
+        done = timed_batch(spark, settings, files, batch_id, lake.as_uri(), groups)
         cpu_after = _cpu_total(jvm_pid)
+        validation, rows = done.validation, done.rows
         return {
             "batch_id": batch_id,
-            "validate_s": t1 - t0,
-            "kpis_s": t2 - t1,
+            "validate_s": done.validate_s,
+            "kpis_s": done.kpis_s,
             "cpu_s": cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None,
             "load1": (load_before, load1()),
-            "touched": list(sink.rows.touched_dates),
-            "order_kpis": [{k: str(v) for k, v in r.items()} for r in sink.rows.order_rows],
-            "category_kpis": [{k: str(v) for k, v in r.items()} for r in sink.rows.category_rows],
+            "touched": list(rows.touched_dates),
+            "order_kpis": [{k: str(v) for k, v in r.items()} for r in rows.order_rows],
+            "category_kpis": [{k: str(v) for k, v in r.items()} for r in rows.category_rows],
             "valid_rows": sum(t.valid_rows for t in validation.tables.values()),
         }
 
