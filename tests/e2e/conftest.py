@@ -54,12 +54,12 @@ def record_metric(name: str, value: Any) -> None:
 @pytest.fixture(scope="session")
 def docker_engine() -> str:
     """The docker client binary, once the engine answers; fail (CI) or skip otherwise."""
+    from cartflow.local.emulator import EmulatorError, docker_reachable
+
     try:
-        info = _run(DOCKER, "info", "--format", "{{.ServerVersion}}", timeout=30)
-        ok, why = info.returncode == 0, (info.stderr or info.stdout).strip()
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        ok, why = False, str(exc)
-    require(ok, f"Docker engine not reachable via {DOCKER} ({why}); run .ci/start-docker.sh")
+        docker_reachable(DOCKER)
+    except EmulatorError as exc:
+        require(False, f"{exc}; run .ci/start-docker.sh")
     return DOCKER
 
 
