@@ -12,7 +12,10 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cartflow.core.config import Settings
@@ -35,6 +38,37 @@ class Liveness:
         except OSError:
             # A full/readonly disk must not stop event processing; the healthcheck will notice.
             log.warning("cannot touch liveness file %s", self.path, exc_info=True)
+
+
+class BusyMarker:
+    """``<state_dir>/<name>.busy`` exists while a runner holds work (a counted marker: several
+    threads may hold work at once). Its supervisor reads it to tell an idle runner, whose
+    stop need not wait, from one that must finish and report first."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        self.path = Path(settings.state_dir) / f"{name}.busy"
+        self._held = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        with self._lock:
+            self._held += 1
+            self._write()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held -= 1
+                if self._held == 0:
+                    self.path.unlink(missing_ok=True)
+
+    def _write(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(str(self._held))
+        except OSError:  # as for Liveness: a full disk only makes the stop wait longer
+            log.warning("cannot write busy marker %s", self.path, exc_info=True)
 
 
 def is_alive(path: str | os.PathLike[str], max_age_s: float) -> bool:

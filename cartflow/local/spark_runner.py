@@ -17,7 +17,10 @@ the work:
   a container healthcheck can test its age (allow > 60 s: one long poll);
 * ``stop()`` is graceful: a task already received is finished and reported before the
   pollers exit. A poll in progress ends when GetActivityTask returns (<= ~60 s), so give
-  the container a stop grace period of ~70 s.
+  the container a stop grace period of ~70 s;
+* ``settings.state_dir / "spark-runner.busy"`` exists while a task is in hand: the
+  embedded stack, which owns the emulator, stops an idle runner's poll by stopping the
+  emulator first instead of waiting out the long poll.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from cartflow.core.config import Settings
 from cartflow.core.errors import error_code, explain, is_fatal
 from cartflow.core.models import BatchInput
 from cartflow.core.retry import Backoff
-from cartflow.local.liveness import Liveness
+from cartflow.local.liveness import BusyMarker, Liveness
 
 log = logging.getLogger("cartflow.spark_runner")
 
@@ -153,6 +156,7 @@ class SparkRunner:
         self.heartbeat_seconds = heartbeat_seconds
         self.worker_name = worker_name or default_worker_name()
         self.liveness = Liveness(settings, LIVENESS_NAME)
+        self.busy = BusyMarker(settings, LIVENESS_NAME)  # a task in hand: the stack's stop waits for it
         self._spark_factory = spark_factory or self._build_spark
         # Run once after the session is built, before the first task (spark_warmup.py).
         self._warmup_batch = warmup_batch
@@ -247,7 +251,8 @@ class SparkRunner:
             return False  # long poll ended without work
         # A delivered task is always finished, even after stop(): dropping it would leave
         # the execution waiting for its heartbeat timeout (forever on MiniStack).
-        self.handle_task(job, token, response.get("input") or "{}")
+        with self.busy.holding():
+            self.handle_task(job, token, response.get("input") or "{}")
         return True
 
     # ------------------------------------------------------------------ one task

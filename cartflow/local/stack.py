@@ -42,7 +42,8 @@ from cartflow.local.emulator import (
     remove_containers,
     start_emulator,
 )
-from cartflow.local.liveness import group_pids, pid_alive, process_token
+from cartflow.local.liveness import BusyMarker, group_pids, pid_alive, process_token
+from cartflow.local.spark_runner import LIVENESS_NAME as RUNNER
 
 COMPONENTS = ("ingest", "stream-trigger", "debouncer", "controller", "spark-runner")
 # embedded: the components as local processes; aws: the deployed template (cartflow.local.deployed).
@@ -519,24 +520,42 @@ class EmbeddedStack:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            for proc in self.processes.values():
-                try:
-                    proc.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            self._wait_components(deadline, but=RUNNER)
+            if RUNNER in self.processes and not BusyMarker(self.settings, RUNNER).path.exists():
+                # An idle spark-runner sits in a GetActivityTask long poll (up to 60 s). With no
+                # task in hand nothing needs the emulator any more: stopping ours ends that poll.
+                self._stop_emulator()
+            self._wait_components(deadline)
             # A component that exited may leave children in its group (a JVM): they go too.
             _terminate_groups(((p.pid, None) for p in self.processes.values()), grace=5.0)
             for log in self._logs:
                 log.close()
-            if self.emulator:
-                self.emulator.stop()
-                _terminate_groups([(self.emulator.process.pid, None)], grace=5.0)
+            self._stop_emulator()
             if self.record is not None and self.record.supervisor == os.getpid():
                 self.record.path.unlink(missing_ok=True)
         finally:
             _STOPPING.clear()
+
+    def _wait_components(self, deadline: float, but: str | None = None) -> None:
+        """Wait for the signalled components (all, or all ``but`` one) until ``deadline``;
+        SIGKILL each one still running then."""
+        for name, proc in self.processes.items():
+            if name == but:
+                continue
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def _stop_emulator(self) -> None:
+        """Stop the emulator this stack started, if it did (idempotent)."""
+        if self.emulator and self.emulator.process.poll() is None:
+            # Only a persistent emulator has state to save on SIGTERM; the rest is discarded, so
+            # its graceful shutdown (waiting out open long polls) is not worth waiting for.
+            self.emulator.stop(timeout=30.0 if self.settings.emulator_persist else 1.0)
+            _terminate_groups([(self.emulator.process.pid, None)], grace=5.0)
 
     def __enter__(self) -> EmbeddedStack:
         return self.start()

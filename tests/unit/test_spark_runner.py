@@ -292,6 +292,24 @@ def test_stop_finishes_the_task_in_hand(settings: Settings) -> None:
     assert [s["taskToken"] for s in sfn.named("send_task_success")] == ["t1"]
 
 
+def test_the_busy_marker_exists_from_a_task_received_until_it_is_reported(settings: Settings) -> None:
+    sfn = FakeSfn()
+    seen: list[bool] = []
+
+    def job(spark: Any, s: Settings, batch: BatchInput) -> ValidationResult:
+        seen.append(runner.busy.path.exists())
+        return validation(batch)
+
+    runner, _ = make_runner(settings, sfn, {"validate": job})
+    reported: list[bool] = []
+    sfn.send_task_success = lambda **kw: reported.append(runner.busy.path.exists())  # type: ignore[method-assign]
+    sfn.add(VALIDATE_ARN, batch_dict(), "t1")
+    assert not runner.busy.path.exists()
+    assert runner.poll_once("validate")
+    assert seen == [True] and reported == [True]  # held while running and while reporting
+    assert not runner.busy.path.exists()  # idle again: a stop need not wait for it
+
+
 def test_parse_batch_ignores_state_fields_beyond_the_batch() -> None:
     data = {**batch_dict(), "validation": {"status": "passed"}, "transform": {}, "error": {}}
     assert parse_batch(json.dumps(data)) == BatchInput.model_validate(batch_dict())
