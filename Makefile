@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-jars: $(STAMP)  ## pinned Spark jars (Delta, hadoop-aws, AWS SDK) from Maven Central, once
+jars: $(STAMP)  ## pinned Spark jars (Delta, hadoop-aws, AWS SDK) from Maven Central, once; the driver's class archive
 	$(PY) spark/fetch_jars.py
+	$(PY) -m cartflow.local.spark_class_archive
 
 lint: install  ## ruff (lint + format check), mypy, import contracts (pyproject.toml)
 	$(VENV)/bin/ruff check .

@@ -89,6 +89,20 @@ def wait_until_settled(
             time.sleep(1.0)
 
 
+def wait_until_batched(deps: Deps, expected_files: int, stack: Any, timeout: float) -> bool:
+    """Until ``expected_files`` uploads are recorded and each is in a batch (or already terminal)."""
+    from cartflow.ops.views import TERMINAL_FILE_STATES, files
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stack.check_alive()
+        states = files(deps)
+        if len(states) >= expected_files and all(f.batch_id or f.state in TERMINAL_FILE_STATES for f in states):
+            return True
+        time.sleep(0.5)
+    return False
+
+
 class ProgressPrinter:
     """Batch progress on the console: one live block on a terminal, else a line per change."""
 
@@ -147,12 +161,16 @@ def demo(
         console.print(f"[bold]emulator[/] {stack.settings.aws_endpoint_url}; components: {', '.join(stack.processes)}")
         uploaded = 0
         for folder in ("valid", "invalid"):
+            if uploaded:
+                # The next folder arrives while the previous batch runs, as uploads do: its own
+                # window debounces meanwhile and the controller starts it when the first is done.
+                ok &= wait_until_batched(stack_deps, uploaded, stack, timeout)
             keys = upload_dir(stack_deps, fixtures_dir() / folder)
             uploaded += len(keys)
-            t_upload = time.monotonic()
             console.print(f"uploaded {len(keys)} files from fixtures/{folder}; debounce window {debounce}s")
-            ok &= wait_until_settled(stack_deps, uploaded, stack, timeout)
-            console.print(f"fixtures/{folder}: settled {time.monotonic() - t_upload:.1f}s after the last upload")
+        t_upload = time.monotonic()
+        ok &= wait_until_settled(stack_deps, uploaded, stack, timeout)
+        console.print(f"all {uploaded} uploads settled {time.monotonic() - t_upload:.1f}s after the last upload")
         console.print(files_table(stack_deps))
         for t in kpi_tables(stack_deps):
             console.print(t)

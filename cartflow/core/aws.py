@@ -12,6 +12,9 @@ from botocore.config import Config
 from cartflow.core.config import Settings
 
 _BOTO_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=70)
+# Long polls: the polling loop retries with its own backoff and checks for a stop between
+# polls; botocore's retries (up to ~15 s of backoff on a refused connection) would hold a stop up.
+_POLL_CONFIG = _BOTO_CONFIG.merge(Config(retries={"max_attempts": 1, "mode": "standard"}))
 
 
 def session(settings: Settings) -> boto3.session.Session:
@@ -49,12 +52,8 @@ class AwsClients:
     def __post_init__(self) -> None:
         self._session = session(self.settings)
 
-    def client(self, service: str) -> Any:
-        return self._session.client(
-            service,
-            endpoint_url=self.settings.aws_endpoint_url,
-            config=_BOTO_CONFIG,
-        )
+    def client(self, service: str, config: Config = _BOTO_CONFIG) -> Any:
+        return self._session.client(service, endpoint_url=self.settings.aws_endpoint_url, config=config)
 
     @cached_property
     def s3(self) -> Any:
@@ -79,6 +78,11 @@ class AwsClients:
     @cached_property
     def sfn(self) -> Any:
         return self.client("stepfunctions")
+
+    @cached_property
+    def sfn_poller(self) -> Any:
+        """Step Functions for GetActivityTask long polls only: no botocore retries (see _POLL_CONFIG)."""
+        return self.client("stepfunctions", _POLL_CONFIG)
 
     @cached_property
     def ddb_resource(self) -> Any:

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     # real batch runs warm (docs/benchmarks.md): first batch ~2x faster, but the runner takes
     # about 2 minutes more to start and about 1 GB more memory. Off by default.
     spark_warmup: bool = False
+    # Local-mode sessions map the driver's class archive when one matches the JVM and the jars
+    # (spark/jobs/class_archive.py; `make jars` builds it): a faster JVM start and first batch.
+    spark_class_archive: bool = True
 
     # --- pipeline behaviour ------------------------------------------------------
     debounce_seconds: int = Field(default=60, ge=0, le=86_400)

@@ -144,9 +144,11 @@ class SparkRunner:
         worker_name: str | None = None,
         batches: BatchTable | None = None,
         warmup_batch: Callable[[Any, Settings], float] | None = None,
+        poller: Any = None,
     ) -> None:
         self.settings = settings
         self.sfn = sfn
+        self.poller = poller if poller is not None else sfn  # GetActivityTask only (AwsClients.sfn_poller)
         self.batches = batches  # stamps the batch chunk on every heartbeat (controller watchdog)
         self.jobs: dict[str, JobCallable] = dict(jobs if jobs is not None else DEFAULT_JOBS)
         self.arns: dict[str, str] = dict(arns if arns is not None else activity_arns(settings))
@@ -245,7 +247,7 @@ class SparkRunner:
 
     def poll_once(self, job: str) -> bool:
         """One GetActivityTask long poll for ``job``; handle the task if one came. True if so."""
-        response = self.sfn.get_activity_task(activityArn=self.arns[job], workerName=self.worker_name)
+        response = self.poller.get_activity_task(activityArn=self.arns[job], workerName=self.worker_name)
         token = response.get("taskToken")
         if not token:
             return False  # long poll ended without work
@@ -411,7 +413,9 @@ def run_forever(settings: Settings) -> None:
         from cartflow.local.spark_warmup import run_warmup_batch
 
         warmup = run_warmup_batch
-    runner = SparkRunner(settings, clients.sfn, batches=batches, heartbeat_seconds=heartbeat, warmup_batch=warmup)
+    runner = SparkRunner(
+        settings, clients.sfn, batches=batches, heartbeat_seconds=heartbeat, warmup_batch=warmup, poller=clients.sfn_poller
+    )
     _install_signal_handlers(runner)
     threading.Thread(target=runner.warm_up, name="spark-warm-up", daemon=True).start()
     try:

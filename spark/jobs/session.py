@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from cartflow.core.aws import session as aws_session
 from cartflow.core.config import Settings
+from spark.jobs.class_archive import archive_conf
 
 LOCK_FILE = Path(__file__).with_name("jars.lock")
 
@@ -180,7 +181,9 @@ def build_spark(settings: Settings, app_name: str = "cartflow", extra_conf: dict
     ``extra_conf``: more static settings on top (the bench turns Spark's event log on with it).
     """
     builder = SparkSession.builder.appName(app_name).master(settings.spark_master)
-    for key, value in (spark_conf(settings, locked_jars(settings.jars_dir)) | (extra_conf or {})).items():
+    jars = locked_jars(settings.jars_dir)
+    conf = spark_conf(settings, jars) | archive_conf(settings, jars) | (extra_conf or {})
+    for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     # Secrets go into the live Hadoop conf, not the spark-submit argv (visible in `ps`).
