@@ -61,16 +61,19 @@ def classpath_conf(jars: list[Path]) -> dict[str, str]:
     return {"spark.jars": "", "spark.driver.extraClassPath": os.pathsep.join(str(p) for p in jars)}
 
 
-def archive_conf(settings: Settings, jars: list[Path]) -> dict[str, str]:
-    """Spark settings that map the matching archive; {} when there is none or not local mode."""
+def archive_conf(settings: Settings, jars: list[Path], java_options: str = "") -> dict[str, str]:
+    """Spark settings that map the matching archive (the driver's ``java_options`` kept);
+    {} when there is none or not local mode."""
     if not (is_local(settings) and settings.spark_class_archive):
         return {}
     path = archive_path(settings, jars)
     if path is None or not path.is_file():
         return {}
-    return classpath_conf(jars) | {"spark.driver.extraJavaOptions": f"-XX:SharedArchiveFile={path} {_QUIET}"}
+    options = f"{java_options} -XX:SharedArchiveFile={path} {_QUIET}".strip()
+    return classpath_conf(jars) | {"spark.driver.extraJavaOptions": options}
 
 
-def dump_conf(jars: list[Path], target: Path) -> dict[str, str]:
+def dump_conf(jars: list[Path], target: Path, java_options: str = "") -> dict[str, str]:
     """Spark settings of the JVM that writes an archive to ``target`` when it exits."""
-    return classpath_conf(jars) | {"spark.driver.extraJavaOptions": f"-XX:ArchiveClassesAtExit={target} {_QUIET}"}
+    options = f"{java_options} -XX:ArchiveClassesAtExit={target} {_QUIET}".strip()
+    return classpath_conf(jars) | {"spark.driver.extraJavaOptions": options}
