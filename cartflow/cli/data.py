@@ -67,9 +67,10 @@ def generate(
     seed_: Annotated[int, typer.Option("--seed")] = 7,
     days: Annotated[int, typer.Option(min=1, help="order dates spread over this many days")] = 3,
     invalid_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="share of rows made invalid")] = 0.0,
+    files: Annotated[int, typer.Option(min=1, max=100, help="CSV parts per dataset (one batch of several uploads)")] = 1,
 ) -> None:
     """Generate N rows of either input shape (seeded) into <out>/<data_type>/."""
     from cartflow.local.fixturegen import generate as gen
 
-    written = gen(shape.value, rows, out, seed=seed_, days=days, invalid_fraction=invalid_fraction)
+    written = gen(shape.value, rows, out, seed=seed_, days=days, files=files, invalid_fraction=invalid_fraction)
     console.print(json.dumps({k: [str(p) for p in v] for k, v in written.items()}, indent=2))

@@ -112,3 +112,14 @@ def test_seed_folder_problems_are_named(tmp_path) -> None:  # type: ignore[no-un
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadInput, match="no CSV files"):
         seed_files(tmp_path / "empty")
+
+
+def test_generate_writes_the_asked_parts_per_dataset(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "gen"
+    done = CliRunner().invoke(app, ["generate", "--shape", "tables", "--rows", "200", "--files", "2", "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    for dataset in ("orders", "order_items"):  # products: one reference file
+        parts = sorted((out / dataset).glob("*.csv"))
+        assert len(parts) == 2, (dataset, parts)
+    body = [line for p in sorted((out / "order_items").glob("*.csv")) for line in p.read_text().splitlines()[1:]]
+    assert len(body) == 200  # the rows are split between the parts, not repeated
