@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     # --- Spark ---------------------------------------------------------------------
     spark_master: str = "local[*]"
     spark_driver_memory: str = "1g"
+    # More JVM options for the driver and the executors (compose sets the idle-heap release of
+    # spark/jobs/session.py there: long-lived JVMs that wait for uploads). Flags only.
+    spark_java_options: str = Field(default="", pattern=r"^(-[\w.:=+/,-]+( +|$))*$")
     # A ceiling: each job fits its shuffle partitions to its input (session.fit_shuffle_partitions).
     spark_shuffle_partitions: int = Field(default=4, ge=1)
     # Off for per-batch sized inputs (see spark/jobs/session.py); turn on for large backfills.

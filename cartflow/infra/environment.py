@@ -56,6 +56,7 @@ NOT_ON_AWS: dict[str, str] = {
     "delta_multi_writer": "off by default; needs a LogStore jar the lock does not have yet",
     "delta_log_table": "read only with delta_multi_writer on",
     "contracts_dir": "the image's packaged contracts are the deployed ones (rebuild the image to change a rule)",
+    "spark_java_options": "compose's long-lived JVMs release idle heap; a Fargate job's JVM exits after its one job",
     "spark_class_archive": "on by default; only used where an archive was built (`make jars`), which the image does not do yet",
 }
 # Set by the Spark image itself (spark/Dockerfile ENV), so identical under compose and ECS.

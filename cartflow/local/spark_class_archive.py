@@ -77,11 +77,10 @@ def build(settings: Settings, *, force: bool = False) -> Path | None:
 def _dump(target: Path) -> None:
     """In the child: a warm-up batch in a JVM that writes ``target`` when this process exits."""
     from cartflow.local.spark_warmup import run_warmup_batch
-    from spark.jobs.session import IDLE_HEAP_OPTIONS, build_spark
+    from spark.jobs.session import build_spark
 
     settings = get_settings().model_copy(update={"spark_master": "local[2]"})
-    # The JVM options of the sessions that will map it (the class path must match exactly).
-    dump = dump_conf(locked_jars(settings.jars_dir), target, IDLE_HEAP_OPTIONS)
+    dump = dump_conf(locked_jars(settings.jars_dir), target, settings.spark_java_options)
     spark = build_spark(settings.model_copy(update={"spark_class_archive": False}), "cartflow-class-archive", extra_conf=dump)
     run_warmup_batch(spark, settings)
     gateway = spark.sparkContext._gateway

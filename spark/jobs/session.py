@@ -63,15 +63,15 @@ def locked_jars(jars_dir: Path, lock: Path = LOCK_FILE) -> list[Path]:
 
 # An idle JVM keeps the heap its last batch grew: G1 gives memory back only after a GC, and
 # an idle JVM runs none. A periodic GC after 30 s without one, and a heap shrunk to 30 % free
-# after it, return that memory while the stack waits for uploads (docs/benchmarks.md).
+# after it, return that memory while a stack waits for uploads. It costs GC work during a
+# batch (measured: `make demo` ~3-5 s slower), so only compose, whose memory is a budget,
+# sets it (CARTFLOW_SPARK_JAVA_OPTIONS; docs/benchmarks.md).
 IDLE_HEAP_OPTIONS = "-XX:G1PeriodicGCInterval=30000 -XX:MinHeapFreeRatio=10 -XX:MaxHeapFreeRatio=30"
 
 
 def spark_conf(settings: Settings, jars: list[Path]) -> dict[str, str]:
     """Static Spark config (no secrets: these end up on the spark-submit command line)."""
     conf = {
-        "spark.driver.extraJavaOptions": IDLE_HEAP_OPTIONS,
-        "spark.executor.extraJavaOptions": IDLE_HEAP_OPTIONS,
         "spark.jars": ",".join(str(p) for p in jars),
         "spark.driver.memory": settings.spark_driver_memory,
         "spark.sql.shuffle.partitions": str(settings.spark_shuffle_partitions),
@@ -97,6 +97,8 @@ def spark_conf(settings: Settings, jars: list[Path]) -> dict[str, str]:
         "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "spark.hadoop.fs.s3a.endpoint.region": settings.region,
     }
+    if settings.spark_java_options:
+        conf |= dict.fromkeys(("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"), settings.spark_java_options)
     if settings.spark_master.startswith("local"):
         # One JVM: skip the hostname/interface lookup (and its loopback warning).
         conf |= {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
@@ -191,7 +193,7 @@ def build_spark(settings: Settings, app_name: str = "cartflow", extra_conf: dict
     builder = SparkSession.builder.appName(app_name).master(settings.spark_master)
     jars = locked_jars(settings.jars_dir)
     conf = spark_conf(settings, jars)
-    conf |= archive_conf(settings, jars, conf["spark.driver.extraJavaOptions"]) | (extra_conf or {})
+    conf |= archive_conf(settings, jars, conf.get("spark.driver.extraJavaOptions", "")) | (extra_conf or {})
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

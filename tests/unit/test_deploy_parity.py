@@ -212,3 +212,11 @@ def test_services_image_can_run_the_lambda_entrypoint() -> None:
     assert _entrypoint(REPO / "services/Dockerfile") == LAMBDA_ENTRYPOINT
     assert f"COPY --from=build /out/lambda-entrypoint.sh {LAMBDA_ENTRYPOINT[0]}" in dockerfile
     assert re.search(r"PATH=/opt/venv/bin:\$PATH", dockerfile)  # `python` is the venv's, with awslambdaric
+
+
+def test_compose_releases_idle_heap_with_the_session_options(compose: dict[str, Any]) -> None:
+    from spark.jobs.session import IDLE_HEAP_OPTIONS
+
+    value = _env(compose["services"]["spark-runner"])["CARTFLOW_SPARK_JAVA_OPTIONS"]
+    assert value == f"${{CARTFLOW_SPARK_JAVA_OPTIONS:-{IDLE_HEAP_OPTIONS}}}"
+    Settings(spark_java_options=IDLE_HEAP_OPTIONS)  # what the settings accept
