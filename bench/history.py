@@ -1,4 +1,4 @@
-"""python -m bench.history [--batches 6] [--rows 5000] [--conf KEY=VALUE ...]: small batches into a lake with history.
+"""python -m bench.history [--batches 6] [--rows 5000] [--shape tables] [--conf KEY=VALUE ...]: small batches into a lake with history.
 
 The main bench writes one batch into an empty lake, where Delta has no log to replay. A
 long-lived spark-runner instead keeps one SparkSession and writes every batch into the
@@ -8,7 +8,8 @@ batches replace KPIs of dates earlier ones wrote) through run_validation + run_t
 into ONE lake, and reports per batch: Spark jobs, summed task time (event log), Delta
 snapshot jobs among them, driver wall time, and CPU seconds of driver + JVM.
 
-``--conf`` adds Spark settings on top of spark_conf (for A/B runs of one setting).
+``--shape tables`` runs the three-table shape (orders, order_items, products) instead of
+order_lines; ``--conf`` adds Spark settings on top of spark_conf (for A/B runs of one setting).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.engines import _cpu_total, find_jvm_pid, load1, timed_batch
+from cartflow.local.fixturegen import Shape
 
 REPO = Path(__file__).resolve().parents[1]
 # Delta's job description of a state reconstruction. The description stays on the thread,
@@ -34,15 +36,15 @@ REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT_JOB = "Compute snapshot"
 
 
-def _batch_files(workdir: Path, tag: str, rows: int, seed: int) -> dict[str, list[str]]:
+def _batch_files(workdir: Path, tag: str, shape: Shape, rows: int, seed: int) -> dict[str, list[str]]:
     from cartflow.local.fixturegen import generate
 
     out = workdir / f"raw-{tag}"
-    generated = generate("order_lines", rows, out, seed=seed, invalid_fraction=0.01)
+    generated = generate(shape, rows, out, seed=seed, invalid_fraction=0.01)
     return {str(ds): [str(p) for p in paths] for ds, paths in generated.items() if paths}
 
 
-def run_history(workdir: str, batches: int, rows: int, conf: dict[str, str], log_path: str) -> dict[str, Any]:
+def run_history(workdir: str, shape: Shape, batches: int, rows: int, conf: dict[str, str], log_path: str) -> dict[str, Any]:
     """In its own process: one session, a warm-up batch, then ``batches`` batches into one lake."""
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 2)  # Spark's log4j chatter goes to the file, not over the report
@@ -84,12 +86,12 @@ def run_history(workdir: str, batches: int, rows: int, conf: dict[str, str], log
 
     try:
         warmup_lake = root / "lake-warmup"
-        one_batch(_batch_files(root, "warmup", 2_000, seed=1), "b0000-warmup", warmup_lake)
+        one_batch(_batch_files(root, "warmup", shape, 2_000, seed=1), "b0000-warmup", warmup_lake)
         shutil.rmtree(warmup_lake, ignore_errors=True)
         lake = root / "lake"
         runs = []
         for i in range(batches):
-            files = _batch_files(root, f"b{i}", rows, seed=100 + i)
+            files = _batch_files(root, f"b{i}", shape, rows, seed=100 + i)
             runs.append(one_batch(files, f"b{i + 1:04d}", lake))
             shutil.rmtree(root / f"raw-b{i}", ignore_errors=True)
     except Exception as exc:  # Py4J exceptions do not pickle back to the parent process
@@ -148,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.history", description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, default=6)
     ap.add_argument("--rows", type=int, default=5_000)
+    ap.add_argument("--shape", choices=["order_lines", "tables"], default="order_lines")
     ap.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark setting (repeatable)")
     ap.add_argument("--calls", action="store_true", help="also print every Spark job of the last batch")
     ap.add_argument("--keep", action="store_true", help="keep the workdir (event log, Spark log)")
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="cartflow-history-"))
     try:
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            result = pool.submit(run_history, str(workdir), a.batches, a.rows, conf, str(workdir / "spark.log")).result()
+            result = pool.submit(run_history, str(workdir), a.shape, a.batches, a.rows, conf, str(workdir / "spark.log")).result()
         runs = result["runs"]
         _profile(Path(result["event_dir"]), runs)
     finally:
