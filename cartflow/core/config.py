@@ -89,8 +89,8 @@ class Settings(BaseSettings):
     # spark/jobs/contracts/). Change a rule there, then `cartflow backfill` re-runs uploads under it.
     contracts_dir: Path | None = None
     # The spark-runner runs a generated batch under spark-runner-warmup/ at start, so the first
-    # real batch runs warm (docs/benchmarks.md): first batch ~2x faster, but the runner takes
-    # about 2 minutes more to start and about 1 GB more memory. Off by default.
+    # real batch runs warm (docs/benchmarks.md): a first 5,000-row batch as fast as a warm one
+    # (1.6x slower without), but ~28 s more to start and ~570 MB more idle memory. Off by default.
     spark_warmup: bool = False
     # Local-mode sessions map the driver's class archive when one matches the JVM and the jars
     # (spark/jobs/class_archive.py; `make jars` builds it): a faster JVM start and first batch.
