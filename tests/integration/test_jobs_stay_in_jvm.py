@@ -85,12 +85,14 @@ def test_local_frame_keeps_every_value_and_type(spark: Any) -> None:
             T.StructField("money", T.DecimalType(38, 2)),
             T.StructField("text", T.StringType()),
             T.StructField("flag", T.BooleanType()),
+            T.StructField("ratio", T.DoubleType()),
         ]
     )
     rows = [
-        (date(2025, 7, 1), 2**40, Decimal("12345678901234.56"), None, True),
-        (date(2025, 7, 2), 0, Decimal("0.01"), "a'b", None),
-    ]
+        (date(2025, 7, 1), 2**40, Decimal("12345678901234.56"), None, True, 0.1),
+        (date(2025, 7, 2), -(2**62), Decimal("0.01"), 'a\'b "c" \\ é\n', None, None),
+        (date(2025, 7, 3), 0, Decimal("-0.10"), "", False, 1e-300),
+    ] + [(date(2025, 8, 1), n, Decimal(n) / 100, f"row {n}", n % 2 == 0, n / 7) for n in range(500)]
     frame = local_frame(spark, rows, schema)
     assert [f.dataType for f in frame.schema.fields] == [f.dataType for f in schema.fields]
     assert [tuple(r) for r in frame.collect()] == rows

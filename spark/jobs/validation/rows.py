@@ -130,35 +130,50 @@ _FAILED = "_failed"
 _ERROR_TYPE = T.StructType([T.StructField(n, T.StringType()) for n in ("rule", "column", "value", "message", "label")])
 
 
-def check_rows(
-    raw: DataFrame,
-    contract: Contract,
-    referenced: dict[str, DataFrame],
-) -> DataFrame:
-    """Raw rows -> typed columns + ``_raw`` struct + ``errors`` array<struct<rule,column,value,message>>.
+@dataclass(frozen=True)
+class _Checks:
+    """A contract's row expressions. They name columns only (no DataFrame), so one set serves
+    every batch of a session: building them is thousands of Py4J calls, ~0.5-1 s per dataset
+    and batch on a warm driver (docs/benchmarks.md)."""
 
-    ``referenced`` maps each reference column to a one-column frame of the valid keys it
-    may point to (this batch's valid rows UNION the already validated table).
-    """
+    raw_struct: SparkColumn
+    trimmed: list[SparkColumn]
+    typed: list[SparkColumn]
+    dup_count: SparkColumn
+    failed: SparkColumn
+    errors: SparkColumn
+    helpers: list[str]
+
+
+class _ChecksCache:
+    """Expressions are JVM objects of one Py4J gateway: a new gateway (JVM) starts afresh."""
+
+    def __init__(self) -> None:
+        self.gateway: object | None = None
+        self.by_contract: dict[Contract, _Checks] = {}
+
+    def get(self, contract: Contract) -> _Checks:
+        from pyspark import SparkContext
+
+        gateway = SparkContext._gateway
+        if gateway is not self.gateway:
+            self.gateway, self.by_contract = gateway, {}
+        if contract not in self.by_contract:
+            self.by_contract[contract] = _build_checks(contract)
+        return self.by_contract[contract]
+
+
+_CHECKS = _ChecksCache()
+
+
+def _build_checks(contract: Contract) -> _Checks:
     malformed = F.col(RAW_RECORD).isNotNull()
-    frame = raw.select(
-        F.struct(*[F.col(c) for c in contract.column_names]).alias(_RAW),
-        F.col(RAW_RECORD),
-        F.col(SOURCE_FILE),
-        F.col(_PID),
-        F.col(_POS),
-    )
-    frame = frame.select("*", *trimmed_columns(contract))
-    frame = frame.select("*", *[typed_value(c).alias(c.name) for c in contract.columns])
-
     # Duplicate keys: every row of a key seen more than once is quarantined, since we cannot
     # know which one is right. Malformed rows and rows without a parseable key do not count.
     key_usable = ~malformed
     for key in contract.key:
         key_usable = key_usable & F.col(key).isNotNull()
-    frame = frame.withColumn(
-        _DUP_COUNT, F.sum(key_usable.cast("int")).over(Window.partitionBy(*[F.col(k) for k in contract.key]))
-    )
+    dup_count = F.sum(key_usable.cast("int")).over(Window.partitionBy(*[F.col(k) for k in contract.key]))
 
     checks = [rule for column in contract.columns for rule in column_rules(column)]
     unique = rules.unique_label(contract)
@@ -172,20 +187,12 @@ def check_rows(
             F.concat(F.lit(f"{unique} ("), F.col(_DUP_COUNT).cast("string"), F.lit(" rows in batch)")),
         )
     )
-
     for ref in contract.references:
-        found = _ref_found(ref.column)
-        keys = referenced[ref.column].select(F.col(ref.key).alias(f"_ref_key_{ref.column}")).distinct()
-        keys = keys.withColumn(found, F.lit(True))
-        # Broadcast: the referenced keys of one batch (plus history) are a small dimension.
-        frame = frame.join(F.broadcast(keys), F.col(ref.column) == F.col(f"_ref_key_{ref.column}"), "left").drop(
-            f"_ref_key_{ref.column}"
-        )
         label = rules.reference_label(ref.column, ref.dataset)
         text = _trimmed(ref.column)
         checks.append(
             Rule(
-                F.col(ref.column).isNotNull() & F.col(found).isNull(),
+                F.col(ref.column).isNotNull() & F.col(_ref_found(ref.column)).isNull(),
                 rules.REFERENCE,
                 ref.column,
                 label,
@@ -226,15 +233,46 @@ def check_rows(
     any_failed = F.lit(False)
     for r in checks:
         any_failed = any_failed | F.coalesce(r.failed, F.lit(False))
-    # The flag is its own column so the ~30 conditions run once per row, not once per use.
-    frame = frame.withColumn(_FAILED, malformed | any_failed)
     no_errors = F.array_compact(F.array(F.lit(None).cast(_ERROR_TYPE)))
-    errors_column = F.when(malformed, malformed_error).when(F.col(_FAILED), errors).otherwise(no_errors)
-    helper_columns = [_DUP_COUNT, _FAILED, *[_ref_found(r.column) for r in contract.references]]
-    helper_columns += [_trimmed_name(c) for c in contract.column_names]
+    helpers = [_DUP_COUNT, _FAILED, *[_ref_found(r.column) for r in contract.references]]
+    return _Checks(
+        raw_struct=F.struct(*[F.col(c) for c in contract.column_names]).alias(_RAW),
+        trimmed=trimmed_columns(contract),
+        typed=[typed_value(c).alias(c.name) for c in contract.columns],
+        dup_count=dup_count,
+        failed=malformed | any_failed,
+        errors=F.when(malformed, malformed_error).when(F.col(_FAILED), errors).otherwise(no_errors).alias(ERRORS),
+        helpers=helpers + [_trimmed_name(c) for c in contract.column_names],
+    )
+
+
+def check_rows(
+    raw: DataFrame,
+    contract: Contract,
+    referenced: dict[str, DataFrame],
+) -> DataFrame:
+    """Raw rows -> typed columns + ``_raw`` struct + ``errors`` array<struct<rule,column,value,message>>.
+
+    ``referenced`` maps each reference column to a one-column frame of the valid keys it
+    may point to (this batch's valid rows UNION the already validated table).
+    """
+    checks = _CHECKS.get(contract)
+    frame = raw.select(checks.raw_struct, F.col(RAW_RECORD), F.col(SOURCE_FILE), F.col(_PID), F.col(_POS))
+    frame = frame.select("*", *checks.trimmed)
+    frame = frame.select("*", *checks.typed)
+    frame = frame.withColumn(_DUP_COUNT, checks.dup_count)
+    for ref in contract.references:
+        keys = referenced[ref.column].select(F.col(ref.key).alias(f"_ref_key_{ref.column}")).distinct()
+        keys = keys.withColumn(_ref_found(ref.column), F.lit(True))
+        # Broadcast: the referenced keys of one batch (plus history) are a small dimension.
+        frame = frame.join(F.broadcast(keys), F.col(ref.column) == F.col(f"_ref_key_{ref.column}"), "left").drop(
+            f"_ref_key_{ref.column}"
+        )
+    # The flag is its own column so the ~30 conditions run once per row, not once per use.
+    frame = frame.withColumn(_FAILED, checks.failed)
     # Only quarantined rows keep their raw strings: the cached frame stays about half as wide.
     return frame.select(
-        *[c for c in frame.columns if c not in (_RAW, *helper_columns)],
+        *[c for c in frame.columns if c not in (_RAW, *checks.helpers)],
         F.when(F.col(_FAILED), F.col(_RAW)).alias(_RAW),
-        errors_column.alias(ERRORS),
+        checks.errors,
     )
