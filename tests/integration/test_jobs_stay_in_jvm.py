@@ -128,3 +128,25 @@ def test_run_together_runs_all_in_the_callers_job_group_and_raises_the_first_fai
     with pytest.raises(ValueError, match="first"):
         run_together(spark, [fails, slow])
     assert done == ["slow"]  # the other action still ran to its end
+
+
+def test_row_expressions_are_built_once_per_contract_and_gateway(spark: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from spark.jobs.contracts import load_contracts
+    from spark.jobs.validation import rows
+
+    contract = load_contracts(None)["order_lines"]
+    built: list[str] = []
+    real = rows._build_checks
+
+    def counting(c: Any) -> Any:
+        built.append(c.dataset)
+        return real(c)
+
+    monkeypatch.setattr(rows, "_build_checks", counting)
+    cache = rows._ChecksCache()
+    first, second = cache.get(contract), cache.get(contract)
+    assert built == ["order_lines"] and first is second
+    # Expressions belong to one Py4J gateway: another gateway (a new JVM) builds them anew.
+    cache.gateway = object()
+    assert cache.get(contract) is not first
+    assert built == ["order_lines", "order_lines"]
