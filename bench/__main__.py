@@ -31,10 +31,11 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from bench.common import host_info, parse_size, size_label
 from bench.engines import ENGINES, run_spark
+from cartflow.local.fixturegen import Shape, generate
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SIZES = "100k,1M,2M"
@@ -69,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated row counts, e.g. 100k,1M,2M,10M (default {DEFAULT_SIZES}; 10M is opt-in)",
     )
     ap.add_argument("--rows", type=int, default=None, help="one size in rows (overrides --sizes)")
-    ap.add_argument("--shape", choices=["order_lines", "tables"], default="order_lines")
+    ap.add_argument("--shape", choices=get_args(Shape), default="order_lines")
     ap.add_argument(
         "--engines", default="spark,duckdb,polars", help="comma-separated: spark, duckdb, polars, oracle (the slower test oracle)"
     )
@@ -259,8 +260,6 @@ def _in_process(fn: Any, *args: Any) -> Any:
 
 
 def _generate(a: argparse.Namespace, rows: int, out: Path) -> tuple[dict[str, list[str]], float]:
-    from cartflow.local.fixturegen import generate
-
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     generated = generate(a.shape, rows, out, seed=a.seed, days=a.days, files=a.files, invalid_fraction=a.invalid_fraction)

@@ -25,10 +25,11 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from bench.common import host_info, parse_size, size_label
 from bench.engines import cpu_seconds, descendant_pids, proc_status_kb
+from cartflow.local.fixturegen import Shape, generate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.e2e", description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default="100k", help="rows of the uploaded batch (default 100k)")
-    ap.add_argument("--shape", choices=["order_lines", "tables"], default="order_lines")
+    ap.add_argument("--shape", choices=get_args(Shape), default="order_lines")
     ap.add_argument("--files", type=int, default=1, help="CSV parts per dataset")
     ap.add_argument("--debounce", type=int, default=5, help="debounce window, seconds (default 5)")
     ap.add_argument("--invalid-fraction", type=float, default=0.01)
@@ -175,7 +176,6 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     from cartflow.core.config import Settings
     from cartflow.core.deps import Deps
-    from cartflow.local.fixturegen import generate
     from cartflow.local.stack import EmbeddedStack
     from cartflow.ops.views import batches, order_kpis
 

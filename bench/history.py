@@ -25,10 +25,10 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from bench.engines import _cpu_total, find_jvm_pid, load1, timed_batch
-from cartflow.local.fixturegen import Shape
+from cartflow.local.fixturegen import Shape, generate
 
 REPO = Path(__file__).resolve().parents[1]
 # Delta's job description of a state reconstruction. The description stays on the thread,
@@ -37,8 +37,6 @@ SNAPSHOT_JOB = "Compute snapshot"
 
 
 def _batch_files(workdir: Path, tag: str, shape: Shape, rows: int, seed: int) -> dict[str, list[str]]:
-    from cartflow.local.fixturegen import generate
-
     out = workdir / f"raw-{tag}"
     generated = generate(shape, rows, out, seed=seed, invalid_fraction=0.01)
     return {str(ds): [str(p) for p in paths] for ds, paths in generated.items() if paths}
@@ -150,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.history", description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, default=6)
     ap.add_argument("--rows", type=int, default=5_000)
-    ap.add_argument("--shape", choices=["order_lines", "tables"], default="order_lines")
+    ap.add_argument("--shape", choices=get_args(Shape), default="order_lines")
     ap.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark setting (repeatable)")
     ap.add_argument("--calls", action="store_true", help="also print every Spark job of the last batch")
     ap.add_argument("--keep", action="store_true", help="keep the workdir (event log, Spark log)")

@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     contracts_dir: Path | None = None
     # The spark-runner runs a generated batch under spark-runner-warmup/ at start, so the first
     # real batch runs warm (docs/benchmarks.md): a first 5,000-row batch as fast as a warm one
-    # (1.6x slower without), but ~28 s more to start and ~570 MB more idle memory. Off by default.
+    # (1.6-1.8x slower without), but ~28 s more to start and ~570 MB more idle memory. Off by default.
     spark_warmup: bool = False
     # Local-mode sessions map the driver's class archive when one matches the JVM and the jars
     # (spark/jobs/class_archive.py; `make jars` builds it): a faster JVM start and first batch.

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, get_args
 
 import yaml
 
@@ -436,7 +436,7 @@ def main() -> None:  # pragma: no cover - convenience CLI: python -m cartflow.lo
     import time
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("shape", choices=["tables", "order_lines"])
+    ap.add_argument("shape", choices=get_args(Shape))
     ap.add_argument("rows", type=int)
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--seed", type=int, default=7)

@@ -234,7 +234,6 @@ def _build_checks(contract: Contract) -> _Checks:
     for r in checks:
         any_failed = any_failed | F.coalesce(r.failed, F.lit(False))
     no_errors = F.array_compact(F.array(F.lit(None).cast(_ERROR_TYPE)))
-    helpers = [_DUP_COUNT, _FAILED, *[_ref_found(r.column) for r in contract.references]]
     return _Checks(
         raw_struct=F.struct(*[F.col(c) for c in contract.column_names]).alias(_RAW),
         trimmed=trimmed_columns(contract),
@@ -242,7 +241,12 @@ def _build_checks(contract: Contract) -> _Checks:
         dup_count=dup_count,
         failed=malformed | any_failed,
         errors=F.when(malformed, malformed_error).when(F.col(_FAILED), errors).otherwise(no_errors).alias(ERRORS),
-        helpers=helpers + [_trimmed_name(c) for c in contract.column_names],
+        helpers=[
+            _DUP_COUNT,
+            _FAILED,
+            *[_ref_found(r.column) for r in contract.references],
+            *[_trimmed_name(c) for c in contract.column_names],
+        ],
     )
 
 
